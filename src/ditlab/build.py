@@ -1,0 +1,68 @@
+"""Config group -> object. One function per swappable part; each reads only its own group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ditlab.data import DATASETS, ImageDataModule
+from ditlab.encoders import ENCODERS, LatentEncoder
+from ditlab.errors import DitlabError
+from ditlab.models.dit import DiT
+from ditlab.objectives import OBJECTIVES, Objective
+from ditlab.registry import Registry, split_name
+from ditlab.samplers import SAMPLERS, Sampler
+
+# Keys of the model group that are not DiT constructor arguments.
+MODEL_META_KEYS = ("name", "compile")
+
+
+def _construct(registry: Registry, cfg: Any) -> Any:
+    name, module, kwargs = split_name(cfg)
+    cls = registry.get(name, module)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise DitlabError(f"bad options for {registry.kind} '{name}' ({registry.group}.*): {e}") from None
+
+
+def build_data(cfg: DictConfig) -> ImageDataModule:
+    return _construct(DATASETS, cfg)
+
+
+def build_encoder(cfg: DictConfig) -> LatentEncoder:
+    return _construct(ENCODERS, cfg)
+
+
+def build_objective(cfg: DictConfig) -> Objective:
+    return _construct(OBJECTIVES, cfg)
+
+
+def build_sampler(cfg: DictConfig) -> Sampler:
+    return _construct(SAMPLERS, cfg)
+
+
+def model_kwargs(model_cfg: Any, block_cfg: Any) -> dict[str, Any]:
+    """DiT constructor arguments from the ``model`` and ``block`` groups (shape-independent part)."""
+    _, _, kw = split_name(model_cfg)
+    for key in MODEL_META_KEYS:
+        kw.pop(key, None)
+    block_name, block_module, block_kw = split_name(block_cfg)
+    return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw}
+
+
+def build_model(
+    model_cfg: Any, block_cfg: Any, in_channels: int, input_size: int, out_channels: int, num_classes: int
+) -> DiT:
+    kw = model_kwargs(model_cfg, block_cfg)
+    try:
+        return DiT(
+            input_size=input_size,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_classes=num_classes,
+            **kw,
+        )
+    except TypeError as e:
+        raise DitlabError(f"bad model options (model.*): {e}") from None

@@ -1,0 +1,40 @@
+"""Console entry points. Each wraps a plain function with ``@hydra.main`` and turns a
+:class:`~ditlab.errors.DitlabError` into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], None]:
+    import hydra
+
+    @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
+    def _main(cfg):
+        from ditlab.errors import DitlabError
+
+        try:
+            return task(cfg)
+        except DitlabError as e:
+            print(f"ditlab: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return _main
+
+
+def _train(cfg):
+    from ditlab.training.train import train  # imported lazily: `--cfg job` and --help stay fast
+
+    # Lightning prints through its own handler; stop the same lines reaching Hydra's root handler.
+    logging.getLogger("lightning.pytorch").propagate = False
+    return train(cfg)
+
+
+def train_main() -> None:
+    logging.getLogger("ditlab").setLevel(logging.INFO)
+    _hydra_entry("train", _train)()

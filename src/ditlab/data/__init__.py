@@ -1,0 +1,6 @@
+"""Data modules; importing this package registers the built-in ones."""
+
+from ditlab.data.base import DATASETS, ImageDataModule
+from ditlab.data import digits  # noqa: F401  (registers "digits")
+
+__all__ = ["DATASETS", "ImageDataModule"]

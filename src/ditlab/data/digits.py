@@ -1,0 +1,57 @@
+"""scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), bundled with the package.
+
+Images are resized to ``resolution`` (bilinear) and scaled from [0, 16] to [-1, 1]. No flips:
+digits are not mirror-symmetric.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from ditlab.data.base import DATASETS, ImageDataModule
+
+
+def load_digits_tensors(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as ((N, 1, R, R) float32 in [-1, 1], (N,) int64 labels)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    if resolution != 8:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 2 - 1).contiguous()
+    y = torch.from_numpy(digits.target).long()
+    return x, y
+
+
+@DATASETS.register("digits")
+class DigitsDataModule(ImageDataModule):
+    name = "digits"
+    num_classes = 10
+    channels = 1
+
+    def __init__(self, resolution: int = 16, batch_size: int = 128, num_workers: int = 0):
+        super().__init__(batch_size, num_workers)
+        self.resolution = resolution
+        self.dataset: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is None:
+            self.dataset = TensorDataset(*load_digits_tensors(self.resolution))
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.dataset,
+            batch_size=self.per_device_batch_size(),
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def real_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.setup()
+        return self.dataset.tensors

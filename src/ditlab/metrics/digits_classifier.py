@@ -1,0 +1,189 @@
+"""A small CNN trained once on the real digits: the quality check for the bundled dataset.
+
+It answers "is this sample the digit that was asked for?" (``accuracy``) and provides the
+feature space for a Fréchet distance on digits (Inception features mean nothing on 8x8 digits).
+The real images go through the same uint8 round trip as generated samples, so the classifier
+never sees a distribution difference that is only quantisation.
+
+The trained weights are cached per resolution under ``cache_dir`` and reloaded with
+``weights_only=True``; training is seeded, so a cache miss reproduces the same network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ditlab.errors import DitlabError
+
+CACHE_VERSION = 1
+
+
+class DigitsClassifier(nn.Module):
+    """(N, 1, R, R) in [-1, 1] -> 10 logits; ``features`` gives the 64-d penultimate activations."""
+
+    num_features = 64
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(64 * 16, self.num_features), nn.ReLU(),
+        )
+        self.head = nn.Linear(self.num_features, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def uint8_to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 1) uint8 -> (N, 1, H, W) float in [-1, 1] (inverse of the sample conversion)."""
+    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
+    return (x - 127.5) / 127.5
+
+
+def _real_digits_uint8(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    from ditlab.data.digits import load_digits_tensors
+    from ditlab.samplers.generate import to_uint8
+
+    x, y = load_digits_tensors(resolution)
+    return to_uint8(x), y.numpy()
+
+
+def train_digits_classifier(resolution: int, seed: int = 0, epochs: int = 40) -> tuple[DigitsClassifier, float]:
+    """Train on 80% of the real digits; return the network and its accuracy on the held-out 20%."""
+    images, labels = _real_digits_uint8(resolution)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    n_train = int(0.8 * len(labels))
+    train_idx, test_idx = order[:n_train], order[n_train:]
+    x = uint8_to_input(images)
+    y = torch.from_numpy(labels).long()
+    torch.manual_seed(seed)
+    net = DigitsClassifier()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.from_numpy(train_idx)[torch.randperm(n_train, generator=gen)]
+        for start in range(0, n_train, 64):
+            idx = perm[start : start + 64]
+            xb = x[idx]
+            # Light augmentation: 1-pixel shifts and pixel noise make the check robust to small
+            # generation artefacts without letting it accept wrong digits.
+            shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
+            xb = torch.roll(xb, shifts=shift, dims=(2, 3)) + 0.1 * torch.randn(xb.shape, generator=gen)
+            loss = F.cross_entropy(net(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = (net(x[test_idx]).argmax(1) == y[test_idx]).float().mean().item()
+    return net, acc
+
+
+def load_digits_classifier(resolution: int, cache_dir: str | Path) -> tuple[DigitsClassifier, float]:
+    """The cached classifier for ``resolution`` (trained and cached on first use)."""
+    path = Path(cache_dir) / f"digits_classifier_r{resolution}_v{CACHE_VERSION}.pt"
+    net = DigitsClassifier()
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+        return net.eval(), float(state["heldout_accuracy"])
+    net, acc = train_digits_classifier(resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution}, tmp)
+    tmp.replace(path)  # atomic: concurrent runs never read a half-written cache
+    return net, acc
+
+
+def classify_samples(images: np.ndarray, labels: np.ndarray, cache_dir: str | Path) -> dict[str, Any]:
+    """Fraction of samples the classifier assigns to their requested class (overall and per class)."""
+    if images.ndim != 4 or images.shape[-1] != 1 or images.shape[1] != images.shape[2]:
+        raise DitlabError(f"expected digit samples of shape (N, R, R, 1), got {tuple(images.shape)}")
+    net, heldout = load_digits_classifier(images.shape[1], cache_dir)
+    with torch.no_grad():
+        pred = torch.cat([net(uint8_to_input(images[i : i + 500])).argmax(1) for i in range(0, len(images), 500)])
+    correct = (pred.numpy() == labels).astype(np.float64)
+    per_class = {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)}
+    return {
+        "digits_accuracy": float(correct.mean()),
+        "per_class": per_class,
+        "num_samples": int(len(labels)),
+        "classifier_heldout_accuracy": heldout,
+        "resolution": int(images.shape[1]),
+    }
+
+
+def classify_npz(path: str | Path, cache_dir: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "samples.npz"
+    if not path.is_file():
+        raise DitlabError(f"{path} not found; pass a run directory or a samples .npz file")
+    with np.load(path) as f:
+        if "arr_1" not in f:
+            raise DitlabError(f"{path} has no arr_1 (labels); class accuracy needs labelled samples")
+        images, labels = f["arr_0"], f["arr_1"]
+    return classify_samples(images, labels, cache_dir)
+
+
+class DigitsFeatureExtractor(nn.Module):
+    """torchmetrics-compatible feature extractor: (N, 1, R, R) uint8 -> (N, 64) classifier features."""
+
+    def __init__(self, classifier: DigitsClassifier):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.num_features = classifier.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features((x.float() - 127.5) / 127.5)
+
+
+def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str | Path) -> float:
+    """Fréchet distance between two uint8 (N, R, R, 1) digit sets in the classifier's feature space."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    net, _ = load_digits_classifier(fake.shape[1], cache_dir)
+    metric = FrechetInceptionDistance(feature=DigitsFeatureExtractor(net), normalize=False)
+    for images, real_flag in ((real, True), (fake, False)):
+        for i in range(0, len(images), 500):
+            metric.update(torch.from_numpy(np.ascontiguousarray(images[i : i + 500])).permute(0, 3, 1, 2), real=real_flag)
+    return float(metric.compute())
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="ditlab-classify",
+        description="Fraction of generated digits that a CNN trained on the real digits assigns to the requested class.",
+    )
+    parser.add_argument("samples", help="a run directory (uses its samples.npz) or an .npz with arr_0/arr_1")
+    parser.add_argument("--cache-dir", default=os.environ.get("DITLAB_CACHE", ".cache/ditlab"))
+    parser.add_argument("--out", help="also write the result as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        result = classify_npz(args.samples, args.cache_dir)
+    except DitlabError as e:
+        print(f"ditlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")

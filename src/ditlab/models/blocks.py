@@ -1,0 +1,138 @@
+"""The four conditioning designs of DiT (paper §3.2, Fig. 5) behind one interface.
+
+Every block is ``Block(hidden_size, num_heads, mlp_ratio, attn_backend, **block_kwargs)`` with
+``forward(x, cond) -> x`` where ``x`` is (N, T, D) and ``cond`` carries
+
+* ``cond.c``      (N, D): t_emb + y_emb, used by the adaLN designs,
+* ``cond.tokens`` (N, 2, D): [t_emb, y_emb] as a sequence, used by cross-attention.
+
+Two class attributes tell the backbone how to wire a design:
+
+* ``context_tokens_in_sequence``: how many conditioning tokens the backbone appends to the image
+  tokens before the first block and drops before the final layer (in-context: 2).
+* ``final_layer_modulation``: whether the final layer is adaLN-modulated by ``c``.
+
+``initialize()`` applies the design's zero-inits after the backbone's generic init.
+Add a design with ``@BLOCKS.register("name")`` on a subclass of :class:`DiTBlock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ditlab.models.layers import Attention, CrossAttention, Mlp, modulate
+from ditlab.registry import Registry
+
+BLOCKS: Registry[type["DiTBlock"]] = Registry("block", "block")
+
+
+@dataclass
+class Conditioning:
+    c: torch.Tensor  # (N, D) = t_emb + y_emb
+    tokens: torch.Tensor  # (N, 2, D) = [t_emb, y_emb]
+
+
+class DiTBlock(nn.Module):
+    context_tokens_in_sequence: int = 0
+    final_layer_modulation: bool = True
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+        super().__init__()
+        self.attn = Attention(hidden_size, num_heads, backend=attn_backend)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+
+    def initialize(self) -> None:
+        """Design-specific init, run after xavier init of every Linear."""
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+@BLOCKS.register("adaln_zero")
+class AdaLNZeroBlock(DiTBlock):
+    """adaLN-Zero (official DiT): shift/scale/gate for attention and MLP regressed from c.
+
+    The modulation Linear is zero-initialised, so every gate is 0 and the block is the identity.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+
+    def initialize(self) -> None:
+        nn.init.zeros_(self.adaLN_modulation[-1].weight)  # zero: shift = scale = gate = 0 -> identity block
+        nn.init.zeros_(self.adaLN_modulation[-1].bias)
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(cond.c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+@BLOCKS.register("adaln")
+class AdaLNBlock(DiTBlock):
+    """adaLN: the LayerNorms' scale/shift regressed from c; no residual gates.
+
+    The modulation Linear is zero-initialised, so each norm starts as a plain LayerNorm
+    (scale 1, shift 0); the block itself is not the identity at init.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
+
+    def initialize(self) -> None:
+        nn.init.zeros_(self.adaLN_modulation[-1].weight)  # zero: norms start as plain LayerNorm
+        nn.init.zeros_(self.adaLN_modulation[-1].bias)
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(cond.c).chunk(4, dim=1)
+        x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+@BLOCKS.register("cross_attn")
+class CrossAttentionBlock(DiTBlock):
+    """Standard ViT block plus multi-head cross-attention to [t_emb, y_emb] after self-attention."""
+
+    final_layer_modulation = False
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
+        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.cross_attn = CrossAttention(hidden_size, num_heads, backend=attn_backend)
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.cross_attn(self.norm_cross(x), cond.tokens)
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+@BLOCKS.register("in_context")
+class InContextBlock(DiTBlock):
+    """Standard ViT block; t and y arrive as two extra tokens in the sequence (no modulation)."""
+
+    context_tokens_in_sequence = 2
+    final_layer_modulation = False
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
+        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x

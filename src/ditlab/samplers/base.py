@@ -1,0 +1,47 @@
+"""Sampler interface: integrate from noise to data with a (guided) network.
+
+A sampler declares which objective ``families`` it can drive; asking for a DDPM sampler on a
+flow-trained checkpoint (or the reverse) is refused with one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ditlab.errors import DitlabError
+from ditlab.objectives.base import Objective
+from ditlab.registry import Registry
+from ditlab.samplers.guidance import GuidedModel
+
+SAMPLERS: Registry[type["Sampler"]] = Registry("sampler", "sampler")
+
+
+class Sampler:
+    name: str = ""
+    families: tuple[str, ...] = ()
+
+    def __init__(self, steps: int = 250):
+        if steps <= 0:
+            raise DitlabError(f"sampler.steps must be positive, got {steps}")
+        self.steps = steps
+
+    def check(self, objective: Objective) -> None:
+        if objective.family not in self.families:
+            raise DitlabError(
+                f"sampler '{self.name}' cannot sample a model trained with the '{objective.family}' objective; "
+                f"choose a sampler for that family (sampler=<{'|'.join(_names_for(objective.family))}>)"
+            )
+
+    def sample(
+        self, model: GuidedModel, objective: Objective, x_T: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"sampler": self.name, "steps": self.steps}
+
+
+def _names_for(family: str) -> list[str]:
+    return [n for n in SAMPLERS.names() if family in SAMPLERS.get(n).families]

@@ -1,0 +1,109 @@
+"""The LightningModule: encode -> objective loss on the DiT -> AdamW step -> EMA update.
+
+It never looks inside the encoder, the objective or the block design; each arrives built from
+its own config group.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from ditlab.encoders.base import LatentEncoder
+from ditlab.errors import DitlabError
+from ditlab.models.dit import DiT
+from ditlab.objectives.base import Objective
+from ditlab.training.ema import make_ema, update_ema
+
+
+class DiffusionModule(L.LightningModule):
+    def __init__(
+        self,
+        model: DiT,
+        objective: Objective,
+        encoder: LatentEncoder,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float = 0.9999,
+        images_per_step: int = 1,
+        meta: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.ema = make_ema(model)
+        self.objective = objective
+        # Not registered as a submodule: the frozen encoder stays out of checkpoints and the optimizer.
+        self.__dict__["encoder"] = encoder
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.ema_decay = ema_decay
+        self.images_per_step = images_per_step  # global batch x gradient accumulation
+        self.meta = meta or {}
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model(x, t, y)
+
+    def on_fit_start(self) -> None:
+        self.encoder.to(self.device)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        z = self.encoder.encode(x)
+        terms = self.objective.loss(self.model, z, {"y": y})
+        loss = terms["loss"].mean()
+        if not torch.isfinite(loss):
+            raise DitlabError(
+                f"the training loss became {loss.item()} at step {self.global_step}; the last good checkpoint "
+                "is kept. Lower optim.lr, set trainer.gradient_clip_val=1.0, or use trainer.precision=32-true"
+            )
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.mean(), prog_bar=name == "loss", sync_dist=True)
+        self.log("train/images_seen", float((self.global_step + 1) * self.images_per_step), sync_dist=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Runs after the optimizer step of this batch (no gradient accumulation) or every batch; guard
+        # on accumulation so the EMA sees one update per optimizer step.
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            update_ema(self.ema, self.model, self.ema_decay)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas)
+
+    def train(self, mode: bool = True) -> "DiffusionModule":
+        super().train(mode)
+        self.ema.eval()  # the EMA copy never runs label dropout
+        return self
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ditlab"] = self.meta
+        np_state = np.random.get_state()
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
+            "python": _plain(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+            version, state, gauss = rng["python"]
+            random.setstate((version, tuple(state), gauss))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and numpy scalars -> Python scalars, so torch.load(weights_only=True) accepts them."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

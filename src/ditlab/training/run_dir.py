@@ -1,0 +1,89 @@
+"""The run directory: what a run writes, how a rerun is refused, how ``ckpt_path=last`` resumes.
+
+Layout of ``runs/<run_name>/``::
+
+    config.yaml         resolved config (reproduce: see README)
+    overrides.txt       the command-line overrides
+    checkpoints/        last.ckpt (+ periodic step*.ckpt): model, EMA, optimizer, step, RNG
+    logs/version_*/     one CSV log per attempt (a resume adds one); merged into metrics.csv
+    metrics.csv         per-step metrics of every attempt
+    samples.npz         arr_0 uint8 (N, H, W, C), arr_1 int labels
+    samples_grid.png    one row per class
+    summary.json        params, Gflops, steps, images seen, times, loss, sampling recipe, seed, commit
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from ditlab.errors import DitlabError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+OUTPUT_FILES = ("summary.json", "samples.npz", "samples_grid.png", "metrics.csv", "config.yaml", "overrides.txt")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
+    """``None`` | ``"last"`` (this run's last checkpoint) | a path. Missing files are an error."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    path = run_dir / CHECKPOINT_DIR / LAST_CKPT if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        if ckpt_path == "last":
+            raise DitlabError(
+                f"ckpt_path=last but {path} does not exist: there is nothing to resume in {run_dir}; "
+                "drop ckpt_path to start a new run"
+            )
+        raise DitlabError(f"checkpoint {path} not found; set ckpt_path to an existing .ckpt file or to 'last'")
+    return path
+
+
+def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run on top of an earlier one unless told to resume or overwrite."""
+    existing = [name for name in (CHECKPOINT_DIR, *OUTPUT_FILES) if (run_dir / name).exists()]
+    if existing and not resuming:
+        if not overwrite:
+            state = "a finished run" if (run_dir / "summary.json").exists() else "an unfinished run"
+            raise DitlabError(
+                f"{run_dir} already holds {state} ({', '.join(existing)}); resume it with ckpt_path=last, "
+                "choose another run_name=..., or pass overwrite=true to replace it"
+            )
+        for name in existing:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        if (run_dir / "logs").exists():
+            shutil.rmtree(run_dir / "logs")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def merge_csv_logs(run_dir: Path) -> Path | None:
+    """Concatenate every attempt's ``logs/version_*/metrics.csv`` into ``metrics.csv``.
+
+    A resumed attempt restarts from its checkpoint's step, so rows an earlier attempt logged at or
+    after that step (work lost with the crash) are replaced by the new attempt's rows.
+    """
+    parts = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not parts:
+        return None
+    merged: list[dict[str, str]] = []
+    keys: list[str] = []
+    for part in parts:
+        with open(part, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        keys.extend(k for k in rows[0] if k not in keys)
+        first_step = min(_step(r) for r in rows)
+        merged = [r for r in merged if _step(r) < first_step] + rows
+    out = run_dir / "metrics.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(merged)
+    return out
+
+
+def _step(row: dict[str, str]) -> int:
+    return int(float(row.get("step") or 0))

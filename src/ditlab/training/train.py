@@ -1,0 +1,243 @@
+"""``train(cfg)``: build every part from its config group, fit, then sample and summarise.
+
+Separate from the ``@hydra.main`` wrapper in :mod:`ditlab.cli` so tests (and notebooks) can call
+it with a config composed by Hydra's compose API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
+from ditlab.errors import DitlabError
+from ditlab.models.dit import model_tag
+from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
+from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
+from ditlab.training import run_dir as rd
+from ditlab.training.loggers import build_logger
+from ditlab.training.module import DiffusionModule
+
+log = logging.getLogger("ditlab")
+# The EMA copy is deliberately in eval mode; Lightning's warning about it is noise.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one run described by ``cfg``; returns the summary written to ``summary.json``."""
+    t_start = time.time()
+    _validate(cfg)
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    ckpt_path = rd.resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    is_rank_zero = _global_rank() == 0
+    if is_rank_zero:
+        rd.prepare_run_dir(run_dir, resuming=ckpt_path is not None, overwrite=bool(cfg.overwrite))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    data = build_data(cfg.data)
+    encoder = build_encoder(cfg.encoder)
+    latent_channels, latent_side = encoder.latent_shape(data.channels, data.resolution)
+    objective = build_objective(cfg.objective)
+    sampler = build_sampler(cfg.sampler)
+    sampler.check(objective)
+    model = build_model(
+        cfg.model,
+        cfg.block,
+        in_channels=latent_channels,
+        input_size=latent_side,
+        out_channels=objective.out_channels(latent_channels),
+        num_classes=data.num_classes,
+    )
+    stats = {
+        "model": model_tag(cfg.model.name, cfg.model.patch_size),
+        "block": cfg.block.name,
+        "patch_size": cfg.model.patch_size,
+        "tokens": model.num_tokens,
+        **count_params(model),
+        "gflops": round(measured_gflops(model), 6),
+        "gflops_closed_form": round(closed_form_gflops(model), 6),
+    }
+    log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
+    if cfg.model.get("compile"):
+        model.compile()
+
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
+    meta = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model_stats": stats,
+        "objective": objective.describe(),
+        "encoder": encoder.describe(),
+        "data": data.describe(),
+    }
+    module = DiffusionModule(
+        model,
+        objective,
+        encoder,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.betas),
+        ema_decay=cfg.ema.decay,
+        images_per_step=data.batch_size * accumulate,
+        meta=meta,
+    )
+
+    if is_rank_zero:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "overrides.txt").write_text(" ".join(_overrides()) + "\n")
+    checkpointing = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run_dir / rd.CHECKPOINT_DIR,
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps,
+        save_top_k=cfg.checkpoint.keep,
+        save_last=True,
+    )
+    logger = build_logger(cfg.logger, run_dir, cfg)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=[checkpointing], default_root_dir=run_dir)
+    if trainer.logger is not None:
+        trainer.logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
+    t_fit = time.time()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    fit_seconds = time.time() - t_fit
+    # ModelCheckpoint saves on its step interval only; the final state always lands in last.ckpt.
+    # (Called on every rank: saving is collective under sharded strategies.)
+    trainer.save_checkpoint(run_dir / rd.CHECKPOINT_DIR / rd.LAST_CKPT)
+    if not trainer.is_global_zero:
+        return {}
+
+    rd.merge_csv_logs(run_dir)
+    recipe, sample_seconds = write_samples(cfg, module, objective, sampler, encoder, data, run_dir)
+    summary = {
+        "status": "finished",
+        "run_name": cfg.run_name,
+        "run_dir": str(run_dir),
+        **stats,
+        "objective": objective.describe(),
+        "encoder": encoder.describe(),
+        "data": data.describe(),
+        "steps": int(trainer.global_step),
+        "images_seen": int(trainer.global_step) * data.batch_size * accumulate,
+        "train_compute_gflops": stats["gflops"] * 3 * int(trainer.global_step) * data.batch_size * accumulate,
+        "final_loss": _metric(trainer, "train/loss"),
+        "fit_seconds": round(fit_seconds, 2),
+        "sample_seconds": round(sample_seconds, 2),
+        "wall_seconds": round(time.time() - t_start, 2),
+        "sampling": recipe.as_dict(),
+        "seed": int(cfg.seed),
+        "git_commit": _git_commit(),
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "torch": torch.__version__,
+        "device": str(module.device),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("run finished: %s", run_dir)
+    return summary
+
+
+def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path) -> tuple[SampleRecipe, float]:
+    """Class-balanced CFG samples from the EMA weights -> samples.npz and samples_grid.png."""
+    from torchvision.utils import save_image
+
+    fs = cfg.final_samples
+    t0 = time.time()
+    num_classes = data.num_classes
+    labels = class_balanced_labels(num_classes, fs.num_samples)
+    images, ys, nfe = [], [], 0
+    ema = module.ema.to(module.device)
+    for batch, y, nfe in generate(
+        ema,
+        objective,
+        sampler,
+        encoder,
+        labels,
+        encoder.latent_shape(data.channels, data.resolution),
+        OmegaConf.to_container(cfg.guidance, resolve=True),
+        batch_size=fs.batch_size,
+        seed=int(cfg.seed),
+        num_classes=num_classes,
+        device=module.device,
+    ):
+        images.append(batch)
+        ys.append(y)
+    arr = np.concatenate(images)
+    lab = np.concatenate(ys).astype(np.int64)
+    np.savez(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
+    if num_classes:  # one row per class, the first grid_columns samples of each
+        keep = np.concatenate([np.where(lab == c)[0][: fs.grid_columns] for c in range(num_classes)])
+        nrow = min(fs.grid_columns, int((lab == 0).sum()))
+    else:
+        keep, nrow = np.arange(min(len(lab), fs.grid_columns**2)), fs.grid_columns
+    grid = torch.from_numpy(arr[keep]).permute(0, 3, 1, 2).float() / 255.0
+    grid = torch.nn.functional.interpolate(grid, scale_factor=fs.grid_upscale, mode="nearest")
+    save_image(grid, run_dir / "samples_grid.png", nrow=nrow, padding=2, pad_value=1.0)
+    recipe = SampleRecipe(
+        sampler=sampler.describe(),
+        guidance={
+            "cfg_scale": float(cfg.guidance.scale),
+            "cfg_channels": cfg.guidance.channels,
+            "cfg_interval": OmegaConf.to_container(cfg.guidance.interval) if cfg.guidance.interval else None,
+        },
+        encoder=encoder.describe(),
+        num_samples=len(lab),
+        seed=int(cfg.seed),
+        nfe=nfe,
+        extra={"precision": str(cfg.trainer.precision)},
+    )
+    return recipe, time.time() - t0
+
+
+def _validate(cfg: DictConfig) -> None:
+    if cfg.trainer.max_steps is None or int(cfg.trainer.max_steps) <= 0:
+        raise DitlabError(f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}")
+    if int(cfg.data.batch_size) <= 0:
+        raise DitlabError(f"data.batch_size must be positive, got {cfg.data.batch_size}")
+    if int(cfg.final_samples.num_samples) <= 0 or int(cfg.final_samples.batch_size) <= 0:
+        raise DitlabError("final_samples.num_samples and final_samples.batch_size must be positive")
+
+
+def _global_rank() -> int:
+    # Set by Lightning from RANK / LOCAL_RANK / SLURM_PROCID before the process group exists, so
+    # processes that Lightning or SLURM started for DDP know they are not rank 0.
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
+def _metric(trainer: L.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except Exception:  # not a git checkout (installed wheel)
+        return None

@@ -1,0 +1,58 @@
+"""Shared fixtures: compose the real configs (Hydra compose API) shrunk to CPU-test size."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from ditlab.cli import CONFIG_DIR
+
+# A few-second version of the default experiment: same code path, smaller numbers.
+FAST = [
+    "model.depth=1",
+    "model.hidden_size=32",
+    "model.num_heads=2",
+    "data.resolution=8",
+    "model.patch_size=4",
+    "data.batch_size=16",
+    "trainer.max_steps=4",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "checkpoint.every_n_steps=2",
+    "sampler.steps=4",
+    "final_samples.num_samples=20",
+    "final_samples.batch_size=20",
+    "final_samples.grid_columns=2",
+]
+
+
+def compose_train(*overrides: str, output_dir: Path | None = None, fast: bool = True):
+    GlobalHydra.instance().clear()
+    extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
+    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
+        return compose("train", overrides=[*(FAST if fast else []), *extra, *overrides])
+
+
+@pytest.fixture
+def train_cfg(tmp_path):
+    """``train_cfg(*overrides)`` -> a composed fast config writing into tmp_path/run."""
+
+    def _make(*overrides: str, run: str = "run"):
+        return compose_train(*overrides, output_dir=tmp_path / run)
+
+    return _make
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a console script of this venv as a user would."""
+    exe = Path(sys.executable).parent / args[0]
+    full_env = {**os.environ, "DITLAB_ROOT": str(cwd), "DITLAB_CACHE": str(cwd / "cache"), **(env or {})}
+    return subprocess.run(
+        [str(exe), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
