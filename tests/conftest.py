@@ -29,6 +29,7 @@ FAST = [
     "final_samples.num_samples=20",
     "final_samples.batch_size=20",
     "final_samples.grid_columns=2",
+    "eval.metrics=[]",  # sample-quality metrics off (tests that need them turn them on)
 ]
 
 

@@ -32,9 +32,22 @@ def _train(cfg):
 
     # Lightning prints through its own handler; stop the same lines reaching Hydra's root handler.
     logging.getLogger("lightning.pytorch").propagate = False
-    return train(cfg)
+    from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
+
+    return run_job(train, cfg)
 
 
 def train_main() -> None:
     logging.getLogger("ditlab").setLevel(logging.INFO)
     _hydra_entry("train", _train)()
+
+
+def _extract(cfg):
+    from ditlab.cache.extract import extract
+
+    extract(cfg)
+
+
+def extract_main() -> None:
+    logging.getLogger("ditlab").setLevel(logging.INFO)
+    _hydra_entry("extract", _extract)()

@@ -39,6 +39,11 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
+    def adapt_encoder(self, encoder: Any) -> Any:
+        """The encoder the training loop applies to this data's batches. Image data: ``encoder`` itself;
+        a latent cache checks it against its manifest and returns one that reads cached posteriors."""
+        return encoder
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -32,6 +32,19 @@ class LatentEncoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # A latent cache stores ``posterior(x)`` once and calls ``latent_from_posterior`` every step, so the
+    # cached loop draws the same latents as ``encode`` (which encoders define as the composition of the two).
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unscaled posterior (mean, std) of images in [-1, 1]; std is None for a deterministic encoder."""
+        return self.encode(x), None
+
+    def latent_from_posterior(
+        self, mean: torch.Tensor, std: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Model-space latents from ``posterior``'s output (sample or mean, then scale and shift)."""
+        return mean
+
     def describe(self) -> dict[str, Any]:
         """Identity and scaling of the encoder, stored in checkpoints and summaries."""
         return {"name": self.name}

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ditlab.errors import DitlabError
+from ditlab.metrics.atomic import write_once
 
 CACHE_VERSION = 1
 
@@ -103,10 +104,9 @@ def load_digits_classifier(resolution: int, cache_dir: str | Path) -> tuple[Digi
         net.load_state_dict(state["model"])
         return net.eval(), float(state["heldout_accuracy"])
     net, acc = train_digits_classifier(resolution)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution}, tmp)
-    tmp.replace(path)  # atomic: concurrent runs never read a half-written cache
+    # Atomic and never replaced: concurrent runs (parallel sweep jobs) never read a half-written
+    # file; training is seeded, so whichever process wrote it, the network is the same.
+    write_once(path, {"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution})
     return net, acc
 
 

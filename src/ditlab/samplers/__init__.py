@@ -2,6 +2,6 @@
 
 from ditlab.samplers.base import SAMPLERS, Sampler
 from ditlab.samplers.guidance import GuidedModel
-from ditlab.samplers import ddpm  # noqa: F401  (registers "ddpm", "ddim")
+from ditlab.samplers import ddpm, diffusers_sampler, flow  # noqa: F401  (registers the built-in samplers)
 
 __all__ = ["SAMPLERS", "Sampler", "GuidedModel"]

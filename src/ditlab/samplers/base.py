@@ -1,7 +1,9 @@
 """Sampler interface: integrate from noise to data with a (guided) network.
 
 A sampler declares which objective ``families`` it can drive; asking for a DDPM sampler on a
-flow-trained checkpoint (or the reverse) is refused with one line.
+flow-trained checkpoint (or the reverse) is refused with one line. ``model_calls()`` is the cost
+in guided-model calls per sample; the NFE that recipes report is counted by
+:class:`~ditlab.samplers.guidance.GuidedModel` while sampling (CFG doubling included).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ class Sampler:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def model_calls(self) -> int:
+        """Calls of the (guided) model per sample; with CFG active each call is 2 network evaluations."""
+        return self.steps
+
     def describe(self) -> dict[str, Any]:
-        return {"sampler": self.name, "steps": self.steps}
+        return {"sampler": self.name, "steps": self.steps, "model_calls": self.model_calls()}
 
 
 def _names_for(family: str) -> list[str]:

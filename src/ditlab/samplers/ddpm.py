@@ -53,7 +53,7 @@ class DDPMSampler(Sampler):
         return x
 
     def describe(self) -> dict[str, Any]:
-        return {"sampler": self.name, "steps": self.steps, "spacing": self.spacing()}
+        return {**super().describe(), "spacing": self.spacing()}
 
 
 @SAMPLERS.register("ddim")

@@ -9,6 +9,7 @@ Layout of ``runs/<run_name>/``::
     metrics.csv         per-step metrics of every attempt
     samples.npz         arr_0 uint8 (N, H, W, C), arr_1 int labels
     samples_grid.png    one row per class
+    eval/               metrics.jsonl (one row per evaluation: values + sampling recipe), grid_step*.png
     summary.json        params, Gflops, steps, images seen, times, loss, sampling recipe, seed, commit
 """
 
@@ -22,7 +23,8 @@ from ditlab.errors import DitlabError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
-OUTPUT_FILES = ("summary.json", "samples.npz", "samples_grid.png", "metrics.csv", "config.yaml", "overrides.txt")
+OUTPUT_FILES = ("summary.json", "samples.npz", "samples_grid.png", "metrics.csv", "config.yaml", "overrides.txt",
+                "eval")  # eval/: the evaluation history (metrics.jsonl) and grids
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:

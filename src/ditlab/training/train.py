@@ -22,10 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab.errors import DitlabError
 from ditlab.models.dit import model_tag
+from ditlab.models.official import load_initial_weights
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
 from ditlab.training import run_dir as rd
+from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.loggers import build_logger
+from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
 
 log = logging.getLogger("ditlab")
@@ -46,11 +49,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data = build_data(cfg.data)
-    encoder = build_encoder(cfg.encoder)
+    encoder = data.adapt_encoder(build_encoder(cfg.encoder))  # a latent cache checks it and reads posteriors
     latent_channels, latent_side = encoder.latent_shape(data.channels, data.resolution)
     objective = build_objective(cfg.objective)
     sampler = build_sampler(cfg.sampler)
     sampler.check(objective)
+    # Sample-quality metrics on the EMA weights (eval group; checked here, before anything is written).
+    evaluator = build_eval_callback(cfg, data=data, sampler=sampler, objective=objective, run_dir=run_dir)
     model = build_model(
         cfg.model,
         cfg.block,
@@ -59,6 +64,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         out_channels=objective.out_channels(latent_channels),
         num_classes=data.num_classes,
     )
+    if cfg.get("init_from") and ckpt_path is None:  # fine-tuning: the model and its EMA start from these weights
+        load_initial_weights(model, cfg.init_from)
     stats = {
         "model": model_tag(cfg.model.name, cfg.model.patch_size),
         "block": cfg.block.name,
@@ -69,8 +76,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "gflops_closed_form": round(closed_form_gflops(model), 6),
     }
     log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
-    if cfg.model.get("compile"):
-        model.compile()
 
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     meta = {
@@ -91,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         images_per_step=data.batch_size * accumulate,
         meta=meta,
     )
+    if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
+        module.model.compile()
 
     if is_rank_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -105,7 +112,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     logger = build_logger(cfg.logger, run_dir, cfg)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=[checkpointing], default_root_dir=run_dir)
+    callbacks = [checkpointing] + ([evaluator] if evaluator else [])
+    trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
     t_fit = time.time()
@@ -138,10 +146,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "git_commit": _git_commit(),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "init_from": cfg.get("init_from"),
+        **(evaluator.summary_fields() if evaluator else {"metrics": {}}),
         "torch": torch.__version__,
         "device": str(module.device),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    publish_summary(trainer.logger, summary)  # wandb: run summary = summary.json (Gflops, metrics, compute)
     log.info("run finished: %s", run_dir)
     return summary
 

@@ -1,0 +1,1 @@
+"""Latent caches: ``ditlab-extract`` writes them (:mod:`ditlab.cache.extract`), ``data=latents`` reads them."""

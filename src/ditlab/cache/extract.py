@@ -1,0 +1,175 @@
+"""``ditlab-extract``: encode an image dataset once into a latent cache.
+
+Work is split by shard: process ``rank`` of ``world_size`` encodes shards ``rank, rank +
+world_size, ...``, so processes never write the same file. Finished shards are kept, so rerunning
+the same command after an interruption resumes; the process that finds every shard present marks
+the manifest complete. Each batch is encoded together with its flip (one forward pass of 2B images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+
+from ditlab.build import build_data, build_encoder
+from ditlab.cache import manifest as mf
+from ditlab.cache.shards import remove_temporaries, shard_meta, write_shard
+from ditlab.errors import DitlabError
+
+log = logging.getLogger("ditlab")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+LOG_DIR = "logs"
+
+
+def extract(cfg: DictConfig) -> dict[str, Any]:
+    """Encode this process's shards; returns the manifest (``complete`` once every shard exists)."""
+    if OmegaConf.is_missing(cfg, "cache_dir"):
+        raise DitlabError("cache_dir is not set: pass the directory for the cache, e.g. cache_dir=/data/latents/in256")
+    rank, world = int(cfg.rank), int(cfg.world_size)
+    _validate(cfg, rank, world)
+    cache_dir = Path(str(cfg.cache_dir)).expanduser().resolve()
+    data = build_data(cfg.data)
+    if not hasattr(data, "make_dataset"):
+        raise DitlabError(f"data={data.name} cannot be extracted; use data=imagefolder data.root=<folder>")
+    encoder = build_encoder(cfg.encoder)
+    channels, side = encoder.latent_shape(data.channels, data.resolution)
+    dataset = data.make_dataset(random_flip=False, substitute=False)
+    device = _device(str(cfg.device))
+    encoder.to(device)
+    _, probe_std = encoder.posterior(torch.zeros(1, data.channels, data.resolution, data.resolution, device=device))
+    source = {
+        "dataset": data.name,
+        "root": str(data.root),
+        "num_images": len(dataset),
+        "num_classes": len(dataset.classes),
+        "classes": list(dataset.classes),
+        "listing_sha256": _listing_hash(dataset.samples, data.root),
+        "crop": "adm_center",
+    }
+    plan = mf.make_plan(source, data.resolution, data.channels, encoder.describe(), (channels, side, side),
+                        str(cfg.dtype), probe_std is not None, int(cfg.shard_size))
+    manifest = _open_cache(cache_dir, plan)
+    if manifest.get("complete"):
+        log.info("the cache %s is already complete (%d latents); nothing to do", cache_dir, manifest["num_latents"])
+        return manifest
+
+    mine = [k for k in range(len(plan["shards"])) if k % world == rank]
+    log.info("process %d/%d: %d of %d shards, %d images, encoder %s on %s", rank, world, len(mine),
+             len(plan["shards"]), len(dataset), encoder.describe().get("path", encoder.name), device)
+    for k in mine:
+        spec = plan["shards"][k]
+        path = cache_dir / spec["file"]
+        done = shard_meta(path)
+        if done is not None and (done["first_index"], done["end_index"]) == (spec["first_index"], spec["end_index"]):
+            log.info("shard %d: kept (finished earlier)", k)
+            continue
+        remove_temporaries(path)
+        t0 = time.time()
+        tensors, meta = _encode_shard(cfg, data, encoder, dataset, spec, device)
+        write_shard(path, tensors, meta)
+        log.info("shard %d: %d images in %.1f s%s", k, meta["count"], time.time() - t0,
+                 f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "")
+    return finalize(cache_dir, plan)
+
+
+def finalize(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """Mark the manifest complete when every shard exists (run by whichever process sees that)."""
+    metas = [shard_meta(cache_dir / s["file"]) for s in plan["shards"]]
+    missing = sum(m is None for m in metas)
+    if missing:
+        log.info("%d of %d shards still missing (other processes); the last one to finish completes the manifest",
+                 missing, len(metas))
+        return plan
+    manifest = {**plan, "shards": [{**s, "count": m["count"], "skipped": m["skipped"]} for s, m in zip(plan["shards"], metas)]}
+    manifest["num_latents"] = sum(m["count"] for m in metas)
+    manifest["skipped_corrupt"] = sum(len(m["skipped"]) for m in metas)
+    manifest["complete"] = True
+    mf.write_manifest(cache_dir, manifest)
+    log.info("cache complete: %s (%d latents, %d unreadable images skipped)", cache_dir, manifest["num_latents"],
+             manifest["skipped_corrupt"])
+    return manifest
+
+
+def _encode_shard(cfg, data, encoder, dataset, spec, device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    dtype = DTYPES[str(cfg.dtype)]
+    subset = Subset(dataset, range(spec["first_index"], spec["end_index"]))
+    loader = DataLoader(subset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
+    parts: dict[str, list[torch.Tensor]] = {}
+    skipped: list[str] = []
+    for x, label, index, bad_paths, reasons in loader:
+        for path, reason in zip(bad_paths, reasons):
+            if path:
+                data.corrupt.report(path, reason)  # stops here unless data.skip_corrupt=true
+                skipped.append(path)
+        keep = torch.tensor([not p for p in bad_paths], dtype=torch.bool)
+        x, label, index = x[keep], label[keep], index[keep]
+        if len(x) == 0:
+            continue
+        n = len(x)
+        mean, std = encoder.posterior(torch.cat([x, x.flip(-1)]).to(device))  # (2n, C, h, w)
+        fields = {"mean": mean[:n], "mean_flip": mean[n:]}
+        if std is not None:
+            fields.update(std=std[:n], std_flip=std[n:])
+        for name, value in fields.items():
+            parts.setdefault(name, []).append(value.to(dtype).cpu())
+        parts.setdefault("label", []).append(label.long())
+        parts.setdefault("index", []).append(index.long())
+    tensors = {name: torch.cat(values) for name, values in parts.items()}
+    count = len(tensors["label"]) if tensors else 0
+    meta = {"first_index": spec["first_index"], "end_index": spec["end_index"], "count": count, "skipped": skipped}
+    return tensors, meta
+
+
+def _open_cache(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """The existing manifest if it describes the same extraction; a new plan in an empty directory."""
+    existing = mf.read_manifest(cache_dir)
+    if existing is not None:
+        diffs = mf.plan_differences(existing, plan)
+        if diffs:
+            raise DitlabError(
+                f"cache_dir={cache_dir} holds a different cache ({'; '.join(diffs)}); choose another cache_dir, "
+                "or delete that one to replace it"
+            )
+        if existing.get("complete"):
+            return existing
+    elif cache_dir.exists() and any(p.name != LOG_DIR for p in cache_dir.iterdir()):
+        raise DitlabError(f"cache_dir={cache_dir} is not empty and holds no {mf.MANIFEST}; choose a new or empty directory")
+    (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
+    mf.write_manifest(cache_dir, plan)  # every process writes the same plan
+    return plan
+
+
+def _listing_hash(samples: list[tuple[str, int]], root: Path) -> str:
+    """Fingerprint of the sorted (relative path, label) listing: a changed folder cannot resume a cache."""
+    h = hashlib.sha256()
+    for path, label in samples:
+        h.update(f"{os.path.relpath(path, root)}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DitlabError(f"device={name} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+
+
+def _validate(cfg: DictConfig, rank: int, world: int) -> None:
+    if world < 1 or not 0 <= rank < world:
+        raise DitlabError(f"rank={rank} must be in [0, world_size) with world_size={world} >= 1")
+    if int(cfg.shard_size) <= 0 or int(cfg.batch_size) <= 0:
+        raise DitlabError("shard_size and batch_size must be positive")
+    if str(cfg.dtype) not in DTYPES:
+        raise DitlabError(f"dtype={cfg.dtype} is not one of {', '.join(DTYPES)}")

@@ -1,0 +1,128 @@
+"""``manifest.json`` of a latent cache: what was encoded, how, and what each shard holds.
+
+Layout of a cache directory::
+
+    manifest.json                     this file (``complete: false`` until every shard exists)
+    shards/shard-00000.safetensors    source items [first_index, end_index) of the sorted listing
+    shards/shard-00001.safetensors    ...
+    logs/                             ditlab-extract's logs, one per process
+
+Each shard holds, for its readable images, the encoder's *unscaled* posterior mean and std of the
+image and of its horizontal flip (``mean``, ``std``, ``mean_flip``, ``std_flip``; no std for a
+deterministic encoder), the class id (``label``) and the position in the source listing
+(``index``). Training picks a flip and draws the posterior sample every step, then scales, so the
+cache keeps both augmentations of DiT's loop and does not depend on the scaling factor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ditlab.errors import DitlabError
+
+FORMAT = "ditlab-latents/1"
+MANIFEST = "manifest.json"
+# What identifies the encoder a cache was made with (scale/shift are applied at train time).
+ENCODER_IDENTITY = ("name", "path", "vae_class", "subfolder")
+# Keys that must agree for an extraction to resume into an existing cache.
+PLAN_KEYS = ("format", "source", "resolution", "channels", "latent_shape", "dtype", "fields", "shard_size")
+
+
+def shard_file(k: int) -> str:
+    return f"shards/shard-{k:05d}.safetensors"
+
+
+def make_plan(
+    source: dict[str, Any],
+    resolution: int,
+    channels: int,
+    encoder: dict[str, Any],
+    latent_shape: tuple[int, int, int],
+    dtype: str,
+    has_std: bool,
+    shard_size: int,
+) -> dict[str, Any]:
+    n = int(source["num_images"])
+    c, h, w = latent_shape
+    latent = f"(n, {c}, {h}, {w}) {dtype}"
+    fields = {"mean": f"{latent}: posterior mean of the image (unscaled)"}
+    if has_std:
+        fields["std"] = f"{latent}: posterior std of the image"
+    fields["mean_flip"] = f"{latent}: posterior mean of the horizontally flipped image"
+    if has_std:
+        fields["std_flip"] = f"{latent}: posterior std of the flipped image"
+    fields["label"] = "(n,) int64: class id (sorted class-folder position)"
+    fields["index"] = "(n,) int64: position of the image in the sorted source listing"
+    return {
+        "format": FORMAT,
+        "source": source,
+        "resolution": int(resolution),
+        "channels": int(channels),
+        "encoder": encoder,
+        "scaling_factor": encoder.get("scaling_factor"),
+        "shift_factor": encoder.get("shift_factor"),
+        "latent_shape": [c, h, w],
+        "dtype": dtype,
+        "has_std": has_std,
+        "stored": "unscaled posterior mean/std of each image and of its flip; training draws flip and sample",
+        "fields": fields,
+        "shard_size": int(shard_size),
+        "shards": [
+            {"file": shard_file(k), "first_index": start, "end_index": min(start + shard_size, n)}
+            for k, start in enumerate(range(0, n, shard_size))
+        ],
+        "complete": False,
+    }
+
+
+def read_manifest(cache_dir: Path) -> dict[str, Any] | None:
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DitlabError(f"{path} is not valid JSON ({e}); delete the cache directory and extract again") from None
+    if manifest.get("format") != FORMAT:
+        raise DitlabError(f"{path} is not a {FORMAT} manifest (format: {manifest.get('format')})")
+    return manifest
+
+
+def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    """Atomic: readers (and other extraction processes) never see a half-written file."""
+    write_atomic(cache_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def differences(have: dict[str, Any], want: dict[str, Any], keys, prefix: str = "") -> list[str]:
+    """``key: cache has A, requested B`` for every key whose values differ (nested dicts compared per key)."""
+    out = []
+    for key in keys:
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, sorted(set(a) | set(b)), f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: cache has {_short(a)}, requested {_short(b)}")
+    return out
+
+
+def plan_differences(existing: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    enc = differences(existing["encoder"], plan["encoder"], ENCODER_IDENTITY, "encoder.")
+    return enc + differences(existing, plan, PLAN_KEYS)
+
+
+def encoder_differences(manifest: dict[str, Any], encoder: dict[str, Any]) -> list[str]:
+    return differences(manifest["encoder"], encoder, ENCODER_IDENTITY, "encoder.")

@@ -1,0 +1,85 @@
+"""Latent-cache shards: safetensors files written atomically and read lazily (memory-mapped).
+
+A shard is complete once its final name exists (it is written under a temporary name and renamed),
+so an interrupted extraction leaves only finished shards plus temporaries that the next run redoes.
+Readers open shards on first use in each process and read single rows, so memory does not grow
+with the size of the cache.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch.utils.data import Dataset
+
+MAX_OPEN_SHARDS = 64  # per process; least recently used handles are closed beyond this
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"ditlab": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def shard_meta(path: Path) -> dict[str, Any] | None:
+    """The metadata of a finished shard, or None when it is missing or unreadable (to be redone)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})["ditlab"])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+
+
+def remove_temporaries(path: Path) -> None:
+    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+class LatentCacheDataset(Dataset):
+    """Items ``(x, label)``: x = cat([mean, std]) of the image or, with probability 0.5, of its flip."""
+
+    def __init__(self, cache_dir: Path, manifest: dict[str, Any], random_flip: bool):
+        self.files = [str(cache_dir / s["file"]) for s in manifest["shards"]]
+        self.offsets = [0]  # item i lives in shard k where offsets[k] <= i < offsets[k + 1]
+        for s in manifest["shards"]:
+            self.offsets.append(self.offsets[-1] + int(s["count"]))
+        self.has_std = bool(manifest["has_std"])
+        self.random_flip = random_flip
+        self._handles: OrderedDict[int, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes open their own handles
+        return {**self.__dict__, "_handles": OrderedDict()}
+
+    def _shard(self, k: int):
+        handle = self._handles.pop(k, None)
+        if handle is None:
+            handle = safe_open(self.files[k], framework="pt")
+            if len(self._handles) >= MAX_OPEN_SHARDS:
+                self._handles.popitem(last=False)
+        self._handles[k] = handle
+        return handle
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = bisect.bisect_right(self.offsets, i) - 1
+        row = i - self.offsets[k]
+        shard = self._shard(k)
+        suffix = "_flip" if self.random_flip and torch.rand(()) < 0.5 else ""
+        names = ["mean" + suffix] + (["std" + suffix] if self.has_std else [])
+        x = torch.cat([shard.get_slice(name)[row : row + 1][0] for name in names]).float()  # (2C or C, h, w)
+        label = int(shard.get_slice("label")[row : row + 1][0])
+        return x, label

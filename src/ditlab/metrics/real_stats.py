@@ -1,0 +1,153 @@
+"""Reference statistics of the real images, computed once and cached.
+
+A cache entry is keyed by the dataset (its ``describe()``), resolution, image count and the
+feature extractor's identity (network, weights digest, resize mode). It holds the Fréchet
+sufficient statistics (feature sum, sum of outer products, count, float64) and, when a kernel
+metric asks for them, the features themselves in a sibling file. Files are written atomically
+(temporary file + hard link, which fails if the target exists), are never overwritten, and are
+read with ``weights_only=True``; an entry whose stored key differs from the requested one is an
+error, not a silent recompute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from ditlab.errors import DitlabError
+from ditlab.metrics.atomic import write_once
+from ditlab.metrics.extractors import Extractor
+from ditlab.metrics.images import real_to_uint8, to_metric_input
+
+CACHE_SUBDIR = "real_stats"
+CACHE_FORMAT = 1
+# What identifies the real images in a data module's describe() (not batch size, workers, counters).
+DATASET_KEY_FIELDS = ("name", "root", "cache_dir", "resolution", "channels", "num_classes")
+
+
+@dataclass
+class RealStats:
+    feature_sum: torch.Tensor           # (d,) float64
+    feature_cov_sum: torch.Tensor       # (d, d) float64, sum of f fᵀ
+    count: int
+    features: torch.Tensor | None = None  # (count, d) float32, only for kernel metrics
+
+
+def stats_key(dataset: dict[str, Any], resolution: int, count: int, extractor: Extractor) -> dict[str, Any]:
+    return {
+        "format": CACHE_FORMAT,
+        "dataset": {k: dataset[k] for k in DATASET_KEY_FIELDS if k in dataset},
+        "resolution": int(resolution),
+        "count": int(count),
+        "extractor": extractor.identity,
+    }
+
+
+def cache_path(cache_dir: str | Path, key: dict[str, Any], features: bool = False) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    name = f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_{key['extractor']['name']}_{digest}"
+    return Path(cache_dir) / CACHE_SUBDIR / (name + ("_features.pt" if features else ".pt"))
+
+
+def load_real_stats(cache_dir: str | Path, key: dict[str, Any], need_features: bool) -> RealStats | None:
+    """The cached entry for ``key``, or None when (part of) it has not been computed yet."""
+    path, fpath = cache_path(cache_dir, key), cache_path(cache_dir, key, features=True)
+    if not path.is_file() or (need_features and not fpath.is_file()):
+        return None
+    entry = _load_checked(path, key)
+    stats = RealStats(entry["feature_sum"], entry["feature_cov_sum"], int(entry["count"]))
+    if need_features:
+        stats.features = _load_checked(fpath, key)["features"]
+    return stats
+
+
+def compute_real_stats(
+    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, keep_features: bool
+) -> RealStats:
+    """Features of real [-1, 1] image batches -> sufficient statistics (+ the features if asked)."""
+    d = extractor.num_features
+    total, outer, count, kept = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0, []
+    net = extractor.features.to(device).eval()
+    with torch.no_grad():
+        for images in batches:
+            feats = net(to_metric_input(real_to_uint8(images), extractor.rgb, device)).double().cpu()
+            total += feats.sum(0)
+            outer += feats.T @ feats
+            count += len(feats)
+            if keep_features:
+                kept.append(feats.float())
+    return RealStats(total, outer, count, torch.cat(kept) if keep_features else None)
+
+
+def save_real_stats(cache_dir: str | Path, key: dict[str, Any], stats: RealStats) -> None:
+    """Write the entry unless it already exists (then the existing one is kept, unchanged)."""
+    write_once(cache_path(cache_dir, key), {
+        "key": json.dumps(key, sort_keys=True, default=str),
+        "feature_sum": stats.feature_sum,
+        "feature_cov_sum": stats.feature_cov_sum,
+        "count": stats.count,
+    })
+    if stats.features is not None:
+        write_once(cache_path(cache_dir, key, features=True),
+                    {"key": json.dumps(key, sort_keys=True, default=str), "features": stats.features})
+
+
+def real_image_batches(
+    data: Any, count: int | None, batch_size: int, rank: int = 0, world_size: int = 1
+) -> tuple[int, Iterator[torch.Tensor]]:
+    """(number of real images used, iterator over this process's (B, C, H, W) [-1, 1] batches).
+
+    The first ``count`` images in the dataset's order are used (all when None); process ``rank``
+    of ``world_size`` reads images ``rank, rank + world_size, ...`` of them. The bundled digits
+    expose ``real_images()``; folder datasets expose ``make_dataset`` (centre crop, no flip).
+    """
+    if hasattr(data, "real_images"):
+        images, _ = data.real_images()
+        n = len(images) if count is None else min(int(count), len(images))
+        mine = images[:n][rank::world_size]
+        return n, (mine[i : i + batch_size] for i in range(0, len(mine), batch_size))
+    if hasattr(data, "make_dataset"):
+        dataset = data.make_dataset(random_flip=False, substitute=False)
+        n = len(dataset) if count is None else min(int(count), len(dataset))
+        mine = list(range(rank, n, world_size))
+
+        def gen() -> Iterator[torch.Tensor]:
+            for i in range(0, len(mine), batch_size):
+                yield torch.stack([dataset[j][0] for j in mine[i : i + batch_size]])
+
+        return n, gen()
+    raise DitlabError(
+        f"data={getattr(data, 'name', '?')} provides no real images to compare samples with (a latent cache holds "
+        "none); evaluate on image data (data=digits or data=imagefolder) or set eval=none"
+    )
+
+
+def merge_shards(parts: list[RealStats]) -> RealStats:
+    """Statistics of interleaved shards (process r held images r, r + W, ...) -> those of all images,
+    features back in dataset order."""
+    total = RealStats(sum(p.feature_sum for p in parts), sum(p.feature_cov_sum for p in parts),
+                      sum(p.count for p in parts))
+    if parts[0].features is not None:
+        d = parts[0].features.shape[1]
+        full = torch.empty(total.count, d, dtype=parts[0].features.dtype)
+        for r, p in enumerate(parts):
+            full[r :: len(parts)] = p.features
+        total.features = full
+    return total
+
+
+# ----------------------------------------------------------------------------- files
+def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    entry = torch.load(path, map_location="cpu", weights_only=True)
+    stored = json.loads(entry.get("key", "{}"))
+    if stored != json.loads(json.dumps(key, sort_keys=True, default=str)):
+        raise DitlabError(
+            f"the real-statistics cache {path} was made for a different setting; move it away or point "
+            "paths.cache_dir (DITLAB_CACHE) at another folder"
+        )
+    return entry

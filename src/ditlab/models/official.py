@@ -1,0 +1,233 @@
+"""Official DiT checkpoints (and ditlab's own) -> a ditlab :class:`~ditlab.models.dit.DiT`.
+
+ditlab's backbone uses the official parameter names and order (dit_reference §1.12), so loading is
+a shape-checked ``load_state_dict``. Three file formats are understood:
+
+* a **bare state dict**, like the published ``DiT-XL-2-256x256.pt`` / ``DiT-XL-2-512x512.pt``;
+* a **training checkpoint** of the official ``train.py`` (``{"model", "ema", "opt", "args"}``),
+  or any dict with ``model`` / ``ema`` state dicts: the EMA weights are used when present;
+* a **ditlab checkpoint** (``runs/<run>/checkpoints/*.ckpt``): ``model.`` / ``ema.`` prefixed
+  weights plus the run's config, from which the architecture (any block) is rebuilt.
+
+Every file is read with ``torch.load(weights_only=True)``. The official ``train.py`` pickles its
+``argparse.Namespace`` next to the weights; that one class (a plain attribute bag) is allowlisted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import OmegaConf
+
+from ditlab.errors import DitlabError
+from ditlab.models.dit import DiT, model_tag
+from ditlab.models.layers import get_2d_sincos_pos_embed
+
+log = logging.getLogger("ditlab")
+
+StateDict = Mapping[str, torch.Tensor]
+_NAME = re.compile(r"^DiT-(?P<size>[A-Za-z0-9_]+)[/-](?P<patch>\d+)$")  # DiT-XL/2 or DiT-XL-2
+
+
+def from_official(
+    state_dict_or_path: StateDict | Mapping[str, Any] | str | Path,
+    name: str = "DiT-XL/2",
+    input_size: int = 32,
+    num_classes: int = 1000,
+    *,
+    use_ema: bool = True,
+    in_channels: int = 4,
+    learn_sigma: bool = True,
+    **model_overrides: Any,
+) -> DiT:
+    """Build the ditlab model for an official DiT checkpoint and load its weights (returned in eval mode).
+
+    Args:
+        state_dict_or_path: a state dict, a checkpoint dict (``model``/``ema`` entries, or a ditlab
+            Lightning checkpoint), or a path to any of them.
+        name: ``DiT-<size>/<patch>`` (``DiT-XL-2`` also accepted); ``<size>`` is a preset in
+            ``conf/model/`` (S, B, L, XL, tiny, small) giving depth, width and heads.
+        input_size: latent side: 32 for the 256x256 checkpoint, 64 for 512x512.
+        num_classes: 1000 for the ImageNet checkpoints (the label table has one extra null row).
+        use_ema: take the ``ema`` weights of a training/ditlab checkpoint (else ``model``).
+        in_channels, learn_sigma: latent channels; learned Σ doubles the output channels.
+        **model_overrides: any other :class:`DiT` argument, e.g. ``depth=2, hidden_size=64`` for a
+            non-preset model, or ``attn_backend="math"``.
+
+    A ditlab checkpoint carries its own architecture: ``name``, ``input_size`` and ``num_classes``
+    are then read from the checkpoint instead. The output of ``forward(x, t, y)`` equals the official
+    implementation's (N, 2C, H, W) output to float32 precision (tested on dit_reference §8.8).
+    """
+    source = _describe(state_dict_or_path)
+    ckpt = read_checkpoint(state_dict_or_path)
+    if is_ditlab_checkpoint(ckpt):
+        log.info("%s is a ditlab checkpoint: architecture read from its config", source)
+        return model_from_ditlab_checkpoint(ckpt, use_ema=use_ema, source=source, **model_overrides)
+    state_dict = extract_state_dict(ckpt, use_ema=use_ema, source=source)
+    size, patch_size = parse_name(name)
+    kwargs = {**model_preset(size), "patch_size": patch_size, **model_overrides}
+    try:
+        with torch.device("meta"):  # shapes only: a wrong file fails before gigabytes are allocated
+            model = DiT(
+                input_size=input_size,
+                in_channels=in_channels,
+                out_channels=2 * in_channels if learn_sigma else in_channels,
+                num_classes=num_classes,
+                block="adaln_zero",  # the only design the official code (and its checkpoints) has
+                **kwargs,
+            )
+    except TypeError as e:
+        raise DitlabError(f"bad model option for from_official: {e}") from None
+    check_weights(model, state_dict, source, f"{model_tag(size, patch_size)} (input_size={input_size}, "
+                  f"num_classes={num_classes})")
+    # Every tensor comes from the file (no random init to pay for on XL); pos_embed is the fixed table.
+    model = model.to_empty(device="cpu")
+    if "pos_embed" not in state_dict:
+        table = get_2d_sincos_pos_embed(model.pos_embed.shape[-1], model.x_embedder.grid_size)
+        model.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
+    model.load_state_dict(dict(state_dict), strict="pos_embed" in state_dict)
+    return model.eval()
+
+
+def load_weights(model: DiT, state_dict: StateDict, source: str, target: str = "the model") -> None:
+    """:func:`check_weights`, then a strict ``load_state_dict`` (a missing ``pos_embed`` keeps the model's)."""
+    check_weights(model, state_dict, source, target)
+    model.load_state_dict(dict(state_dict), strict="pos_embed" in state_dict)
+
+
+def check_weights(model: DiT, state_dict: StateDict, source: str, target: str = "the model") -> None:
+    """Raise DitlabError unless ``state_dict`` has exactly the model's keys and shapes.
+
+    Names the first key (in the model's order) that is missing or has another shape, with both
+    shapes, or the first key the model does not have. ``pos_embed`` may be missing: it is the fixed
+    sin-cos table, which some converted checkpoints leave out.
+    """
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            if key == "pos_embed":
+                continue
+            raise DitlabError(f"{source} does not fit {target}: key '{key}' is missing from it")
+        got = tuple(state_dict[key].shape)
+        if got != tuple(tensor.shape):
+            raise DitlabError(
+                f"{source} does not fit {target}: first mismatching key '{key}' has shape {got} in the "
+                f"checkpoint but {tuple(tensor.shape)} in the model; use the size, patch, input size and "
+                "number of classes the checkpoint was trained with"
+            )
+    extra = [k for k in state_dict if k not in expected]
+    if extra:
+        raise DitlabError(f"{source} does not fit {target}: it has key '{extra[0]}' that the model lacks")
+
+
+def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
+    """A path is loaded with ``weights_only=True`` (``argparse.Namespace`` allowlisted); a dict passes through."""
+    if isinstance(state_dict_or_path, Mapping):
+        return state_dict_or_path
+    path = Path(state_dict_or_path).expanduser()
+    if not path.is_file():
+        raise DitlabError(f"checkpoint file not found: {path}")
+    try:
+        # DiT's train.py stores its argparse Namespace under "args"; allow exactly that class.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError and friends: one line, with the way out
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DitlabError(
+            f"torch.load(weights_only=True) refused {path} ({first}); ditlab loads only tensors (plus the "
+            "argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save just the weights: "
+            f"torch.save(torch.load('{path}', weights_only=False)['ema'], 'weights.pt')"
+        ) from None
+    if not isinstance(obj, Mapping):
+        raise DitlabError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+    return obj
+
+
+def is_ditlab_checkpoint(ckpt: Mapping[str, Any]) -> bool:
+    return isinstance(ckpt.get("state_dict"), Mapping) and "ditlab" in ckpt
+
+
+def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint") -> dict:
+    """The DiT weights of any supported format, official key names (no prefixes)."""
+    if isinstance(ckpt.get("state_dict"), Mapping):  # Lightning: "model."/"ema." prefixed module state
+        inner = ckpt["state_dict"]
+        for prefix in (("ema.", "model.") if use_ema else ("model.",)):
+            sd = {k[len(prefix):]: v for k, v in inner.items() if k.startswith(prefix)}
+            if sd:
+                return sd
+        raise DitlabError(f"{source} is a Lightning checkpoint without 'model.'/'ema.' weights")
+    for key in (("ema", "model") if use_ema else ("model",)):
+        if isinstance(ckpt.get(key), Mapping):
+            return dict(ckpt[key])
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return dict(ckpt)
+    raise DitlabError(
+        f"{source} is neither a DiT state dict nor a checkpoint with 'model'/'ema' weights "
+        f"(top-level keys: {', '.join(list(map(str, ckpt))[:8])})"
+    )
+
+
+def model_from_ditlab_checkpoint(
+    ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint", **model_overrides: Any
+) -> DiT:
+    """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights."""
+    from ditlab.build import model_kwargs  # lazy: pulls in the data/encoder registries
+
+    meta = ckpt["ditlab"]
+    cfg = OmegaConf.create(meta["config"])
+    sd = extract_state_dict(ckpt, use_ema=use_ema, source=source)
+    proj = sd["x_embedder.proj.weight"]  # (D, C, p, p)
+    p = proj.shape[-1]
+    grid = math.isqrt(sd["pos_embed"].shape[1])
+    kwargs = {**model_kwargs(cfg.model, cfg.block), **model_overrides}
+    model = DiT(
+        input_size=grid * p,
+        in_channels=proj.shape[1],
+        out_channels=sd["final_layer.linear.weight"].shape[0] // (p * p),
+        num_classes=int(meta["data"]["num_classes"]),
+        **kwargs,
+    )
+    load_weights(model, sd, source=source, target=model_tag(cfg.model.name, cfg.model.patch_size))
+    return model.eval()
+
+
+def parse_name(name: str) -> tuple[str, int]:
+    m = _NAME.match(name or "")
+    if not m:
+        raise DitlabError(f"model name '{name}' is not of the form DiT-<size>/<patch>, e.g. DiT-XL/2")
+    return m["size"], int(m["patch"])
+
+
+def model_preset(size: str) -> dict[str, Any]:
+    """Depth, width, heads and MLP ratio of a ``conf/model/<size>.yaml`` preset (its defaults resolved)."""
+    from ditlab.cli import CONFIG_DIR
+
+    folder = Path(CONFIG_DIR) / "model"
+    path = folder / f"{size}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise DitlabError(f"unknown model size '{size}' in the model name; known sizes: {known}")
+    cfg = OmegaConf.load(path)
+    parents = [p for p in cfg.pop("defaults", []) if p != "_self_"]
+    merged = OmegaConf.merge(*(model_preset(p) for p in parents), cfg)  # the presets' defaults: [tiny, _self_]
+    keep = ("depth", "hidden_size", "num_heads", "mlp_ratio", "class_dropout_prob")
+    return {k: merged[k] for k in keep if k in merged}
+
+
+def _describe(obj: Any) -> str:
+    return "the given state dict" if isinstance(obj, Mapping) else str(obj)
+
+
+def load_initial_weights(model: DiT, path: str | Path, use_ema: bool = True) -> None:
+    """Fine-tuning (``init_from=path``): copy an official/training/ditlab checkpoint's weights into ``model``."""
+    source = f"init_from={path}"
+    if not Path(path).expanduser().is_file():
+        raise DitlabError(f"{source}: file not found; set init_from to a DiT state dict or checkpoint file")
+    ckpt = read_checkpoint(path)
+    load_weights(model, extract_state_dict(ckpt, use_ema=use_ema, source=source), source=source)

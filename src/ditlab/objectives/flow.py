@@ -1,0 +1,123 @@
+"""SiT-style flow matching / stochastic interpolants (dit_reference §6).
+
+Conventions are SiT's: t = 0 is noise, t = 1 is data, and the network receives the float t in
+[0, 1] unscaled (no ×1000; §0.11). The network predicts C channels: a velocity (default), a
+noise or a score. The backbone is not told which; only :meth:`FlowObjective.loss` and
+:meth:`FlowObjective.velocity` interpret its output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ditlab.errors import DitlabError
+from ditlab.objectives.base import OBJECTIVES, ModelFn, Objective
+from ditlab.objectives.gaussian import mean_flat
+from ditlab.objectives.paths import build_path, expand_t_like_x
+
+PREDICTIONS = ("velocity", "noise", "score")
+LOSS_WEIGHTS = (None, "velocity", "likelihood")
+TIME_SAMPLING = ("uniform", "logit_normal")
+
+
+@OBJECTIVES.register("flow")
+class FlowObjective(Objective):
+    """``path`` linear|gvp|vp, ``prediction`` velocity|noise|score, ``time_sampling`` uniform|logit_normal."""
+
+    family = "flow"
+    name = "flow"
+
+    def __init__(
+        self,
+        path: str = "linear",
+        prediction: str = "velocity",
+        loss_weight: str | None = None,
+        time_sampling: str = "uniform",
+        logit_normal_mean: float = 0.0,
+        logit_normal_std: float = 1.0,
+        train_eps: float | None = None,
+        sample_eps: float | None = None,
+    ):
+        if prediction not in PREDICTIONS:
+            raise DitlabError(f"unknown flow prediction '{prediction}'; set objective.prediction to one of {PREDICTIONS}")
+        if loss_weight not in LOSS_WEIGHTS:
+            raise DitlabError(f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood")
+        if time_sampling not in TIME_SAMPLING:
+            raise DitlabError(f"unknown time sampling '{time_sampling}'; set objective.time_sampling to one of {TIME_SAMPLING}")
+        self.path = build_path(path)
+        self.prediction = prediction
+        self.loss_weight = loss_weight
+        self.time_sampling = time_sampling
+        self.logit_normal_mean, self.logit_normal_std = float(logit_normal_mean), float(logit_normal_std)
+        # SiT's ε defaults (transport/__init__.py): VP 1e-5 / 1e-3; noise and score 1e-3; velocity 0.
+        default_train, default_sample = (1e-5, 1e-3) if self.path.name == "vp" else (
+            (0.0, 0.0) if prediction == "velocity" else (1e-3, 1e-3)
+        )
+        self.train_eps = default_train if train_eps is None else float(train_eps)
+        self.sample_eps = default_sample if sample_eps is None else float(sample_eps)
+
+    def interval(self, eval: bool = False) -> tuple[float, float]:
+        """SiT's ``check_interval`` for training (eval=False) and the ODE (eval=True): (t0, t1)."""
+        eps = self.sample_eps if eval else self.train_eps
+        if self.path.name == "vp":
+            return 0.0, 1.0 - eps
+        if self.prediction != "velocity":
+            return eps, 1.0 - eps
+        return 0.0, 1.0
+
+    # ------------------------------------------------------------------ training
+    def sample_t(self, n: int) -> torch.Tensor:
+        """(n,) times in the training interval, drawn on the CPU generator like SiT."""
+        t0, t1 = self.interval(eval=False)
+        if self.time_sampling == "uniform":
+            u = torch.rand((n,))
+        else:  # logit-normal (SD3): sigmoid of a Gaussian, concentrating on mid-range t
+            u = torch.sigmoid(torch.randn((n,)) * self.logit_normal_std + self.logit_normal_mean)
+        return u * (t1 - t0) + t0
+
+    def loss(self, model_fn: ModelFn, x0: torch.Tensor, model_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # ``x0`` is the clean data (SiT's x1). RNG order as SiT's Transport.sample: noise, then t.
+        noise = torch.randn_like(x0)
+        t = self.sample_t(x0.shape[0]).to(x0)
+        return self.loss_at(model_fn, x0, t, noise, model_kwargs)
+
+    def loss_at(self, model_fn, data, t, noise, model_kwargs) -> dict[str, torch.Tensor]:
+        tb = expand_t_like_x(t, data)
+        x_t, u_t = self.path.plan(tb, noise, data)
+        out = model_fn(x_t, t, **model_kwargs)
+        if out.shape != data.shape:
+            raise DitlabError(f"the flow objective needs {data.shape[1]} output channels, the model gave {out.shape[1]}")
+        if self.prediction == "velocity":
+            return {"loss": mean_flat((out - u_t) ** 2)}
+        _, drift_var = self.path.drift(x_t, tb)
+        sigma, _ = self.path.sigma(tb)
+        weight = {None: 1.0, "velocity": (drift_var / sigma) ** 2, "likelihood": drift_var / sigma**2}[self.loss_weight]
+        if self.prediction == "noise":
+            return {"loss": mean_flat(weight * (out - noise) ** 2)}
+        return {"loss": mean_flat(weight * (out * sigma + noise) ** 2)}
+
+    # ------------------------------------------------------------------ sampling
+    def velocity(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Network output at (x, t) -> the probability-flow ODE drift dx/dt (SiT ``get_drift``)."""
+        if self.prediction == "velocity":
+            return out
+        tb = expand_t_like_x(t, x)
+        drift_mean, drift_var = self.path.drift(x, tb)
+        score = out / -self.path.sigma(tb)[0] if self.prediction == "noise" else out
+        return -drift_mean + drift_var * score
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "path": self.path.name,
+            "prediction": self.prediction,
+            "loss_weight": self.loss_weight,
+            "time_sampling": self.time_sampling,
+            **({"logit_normal": [self.logit_normal_mean, self.logit_normal_std]}
+               if self.time_sampling == "logit_normal" else {}),
+            "train_eps": self.train_eps,
+            "sample_eps": self.sample_eps,
+        }

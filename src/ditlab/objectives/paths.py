@@ -1,0 +1,138 @@
+"""SiT interpolants x_t = α_t·x1 + σ_t·x0 between noise x0 (t = 0) and data x1 (t = 1).
+
+Formulas follow SiT's ``transport/path.py`` (dit_reference §6.2); every method takes ``t``
+already shaped to broadcast against ``x`` (e.g. (N, 1, 1, 1)) and works in ``t``'s dtype.
+``drift`` returns SiT's pair (drift_mean, drift_var) = (−f·x, g²/2) with f = α̇/α, so the
+probability-flow velocity is v = −drift_mean + drift_var·score.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ditlab.errors import DitlabError
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+class Path:
+    name = ""
+
+    def alpha(self, t: torch.Tensor) -> Pair:
+        """(α_t, α̇_t)."""
+        raise NotImplementedError
+
+    def sigma(self, t: torch.Tensor) -> Pair:
+        """(σ_t, σ̇_t)."""
+        raise NotImplementedError
+
+    def d_alpha_alpha_ratio(self, t: torch.Tensor) -> torch.Tensor:
+        """f = α̇_t / α_t (written in closed form where α_t → 0 would divide by zero)."""
+        alpha, d_alpha = self.alpha(t)
+        return d_alpha / alpha
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> Pair:
+        f = self.d_alpha_alpha_ratio(t)
+        sigma, d_sigma = self.sigma(t)
+        return -f * x, f * sigma**2 - sigma * d_sigma
+
+    def plan(self, t: torch.Tensor, noise: torch.Tensor, data: torch.Tensor) -> Pair:
+        """(x_t, u_t): the interpolant and its time derivative, the velocity target."""
+        alpha, d_alpha = self.alpha(t)
+        sigma, d_sigma = self.sigma(t)
+        return alpha * data + sigma * noise, d_alpha * data + d_sigma * noise
+
+    # ----------------------------------------------------------------- conversions
+    def score_from_velocity(self, v: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, d_alpha = self.alpha(t)
+        sigma, d_sigma = self.sigma(t)
+        ratio = alpha / d_alpha
+        return (ratio * v - x) / (sigma**2 - ratio * d_sigma * sigma)
+
+    def noise_from_velocity(self, v: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, d_alpha = self.alpha(t)
+        sigma, d_sigma = self.sigma(t)
+        ratio = alpha / d_alpha
+        return (ratio * v - x) / (ratio * d_sigma - sigma)
+
+    def velocity_from_score(self, score: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        drift_mean, drift_var = self.drift(x, t)
+        return drift_var * score - drift_mean
+
+
+class LinearPath(Path):
+    """SiT's ``ICPlan`` (default): α = t, σ = 1 − t; straight lines, constant velocity x1 − x0."""
+
+    name = "linear"
+
+    def alpha(self, t):
+        return t, torch.ones_like(t)
+
+    def sigma(self, t):
+        return 1 - t, -torch.ones_like(t)
+
+    def d_alpha_alpha_ratio(self, t):
+        return 1 / t
+
+
+class GVPPath(Path):
+    """SiT's ``GVPCPlan``: α = sin(πt/2), σ = cos(πt/2), so α² + σ² = 1 (variance preserving)."""
+
+    name = "gvp"
+
+    def alpha(self, t):
+        return torch.sin(t * math.pi / 2), math.pi / 2 * torch.cos(t * math.pi / 2)
+
+    def sigma(self, t):
+        return torch.cos(t * math.pi / 2), -math.pi / 2 * torch.sin(t * math.pi / 2)
+
+    def d_alpha_alpha_ratio(self, t):
+        return math.pi / (2 * torch.tan(math.pi / 2 * t))
+
+
+class VPPath(Path):
+    """SiT's ``VPCPlan``: the DDPM-like VP SDE, α = exp(m(t)) with β from σ_min to σ_max."""
+
+    name = "vp"
+
+    def __init__(self, sigma_min: float = 0.1, sigma_max: float = 20.0):
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    def _m(self, t):
+        return -0.25 * (1 - t) ** 2 * (self.sigma_max - self.sigma_min) - 0.5 * (1 - t) * self.sigma_min
+
+    def _dm(self, t):
+        return 0.5 * (1 - t) * (self.sigma_max - self.sigma_min) + 0.5 * self.sigma_min
+
+    def alpha(self, t):
+        alpha = torch.exp(self._m(t))
+        return alpha, alpha * self._dm(t)
+
+    def sigma(self, t):
+        p = torch.exp(2 * self._m(t))
+        sigma = torch.sqrt(1 - p)
+        return sigma, -p * self._dm(t) / sigma
+
+    def d_alpha_alpha_ratio(self, t):
+        return self._dm(t)
+
+    def drift(self, x, t):
+        beta = self.sigma_min + (1 - t) * (self.sigma_max - self.sigma_min)
+        return -0.5 * beta * x, beta / 2
+
+
+PATHS: dict[str, type[Path]] = {"linear": LinearPath, "gvp": GVPPath, "vp": VPPath}
+
+
+def build_path(name: str) -> Path:
+    key = name.lower()
+    if key not in PATHS:
+        raise DitlabError(f"unknown flow path '{name}'; set objective.path to one of {', '.join(PATHS)}")
+    return PATHS[key]()
+
+
+def expand_t_like_x(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N, 1, ..., 1) so it broadcasts against ``x``."""
+    return t.view(-1, *([1] * (x.dim() - 1)))

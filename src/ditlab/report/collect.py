@@ -1,0 +1,82 @@
+"""Find every run under a directory and read what it wrote.
+
+A run folder is one holding ``summary.json`` (finished, or failed: ``status: failed``) or only
+the files a started run writes first (Hydra's ``cli.log``, ``config.yaml``, ``overrides.txt``,
+``checkpoints/``):
+those are *unfinished* (still running, killed, or crashed before the summary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
+FAILURE_FILE = "failure.json"
+SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "checkpoints"}
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str                    # path relative to the scanned directory
+    status: str                  # finished | failed | unfinished
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # eval/metrics.jsonl rows
+
+
+def collect_runs(root: str | Path) -> list[Run]:
+    root = Path(root)
+    runs: list[Run] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        names = set(filenames) | set(dirnames)
+        if "summary.json" in names or FAILURE_FILE in names or any(m in names for m in STARTED_MARKERS):
+            runs.append(_read_run(here, root))
+            dirnames[:] = []  # a run's own sub-folders hold no runs
+        else:
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+    return sorted(runs, key=lambda r: r.name)
+
+
+def _read_run(path: Path, root: Path) -> Run:
+    name = str(path.relative_to(root)) if path != root else path.name
+    summary = _read_json(path / "summary.json")
+    if summary is None and (path / FAILURE_FILE).is_file():
+        summary = _read_json(path / FAILURE_FILE)
+    if summary is None:
+        return Run(path, name, "unfinished", _describe_unfinished(path))
+    status = "failed" if summary.get("status") == "failed" else "finished"
+    if (path / FAILURE_FILE).is_file() and status == "finished":
+        status = "failed"  # a later attempt in the same folder failed; the earlier summary is kept
+        summary = {**summary, "error": (_read_json(path / FAILURE_FILE) or {}).get("error")}
+    return Run(path, name, status, summary, _read_history(path / summary.get("eval_history", "eval/metrics.jsonl")))
+
+
+def _describe_unfinished(path: Path) -> dict[str, Any]:
+    """Model, patch and block from the run's config.yaml, so the report can place it."""
+    try:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.load(path / "config.yaml")
+        return {"model": f"DiT-{cfg.model.name}/{cfg.model.patch_size}", "patch_size": int(cfg.model.patch_size),
+                "block": cfg.block.name, "run_name": cfg.get("run_name")}
+    except Exception:  # noqa: BLE001 - no or unreadable config: the path is all there is
+        return {}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []

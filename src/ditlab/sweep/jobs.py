@@ -1,0 +1,113 @@
+"""One sweep job: run ``train(cfg)``; in a multirun, a failure is recorded and the sweep goes on.
+
+With ``@hydra.main`` a ``sys.exit`` (ditlab's one-line error exit) or an exception ends the whole
+sweep in the basic launcher. Inside a multirun the job instead writes ``summary.json`` with
+``status: failed`` and the error into its own folder, finishes its wandb run with exit code 1,
+and returns; :class:`ditlab.sweep.hydra_callback.SweepSummary` counts the failures at the end and
+sets the exit status. A single run keeps the usual behaviour (one line, exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from ditlab.errors import DitlabError
+
+log = logging.getLogger("ditlab")
+FAILURE_FILE = "failure.json"  # used instead of summary.json when a finished summary is already there
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    from ditlab.training.wandb_logger import finish_wandb
+
+    multirun = in_multirun()
+    try:
+        if multirun:
+            check_sweep_strategy(cfg)
+        return task(cfg)
+    except Exception as e:
+        finish_wandb(exit_code=1)
+        if not multirun:
+            raise
+        return record_failure(cfg, e)
+
+
+def check_sweep_strategy(cfg: DictConfig) -> None:
+    """Inside SLURM (a submitit preset) one task per device; elsewhere no multi-device ``ddp`` in a
+    multirun (Lightning would re-run the whole sweep in every extra process; see README: sweeps)."""
+    strategy, devices = str(cfg.trainer.get("strategy")), cfg.trainer.get("devices")
+    slurm_tasks = os.environ.get("SLURM_NTASKS_PER_NODE")
+    if slurm_tasks is not None:
+        tasks = int(slurm_tasks.split("(")[0])  # e.g. "4" or "4(x2)"
+        if str(devices) != str(tasks):
+            raise DitlabError(
+                f"trainer.devices={devices} but SLURM started {tasks} task(s) per node; set trainer.devices={tasks} "
+                "(the launcher preset's tasks_per_node)"
+            )
+        return
+    if strategy.startswith("ddp") and not strategy.startswith("ddp_spawn") and str(devices) not in ("1", "None"):
+        raise DitlabError(
+            f"trainer.strategy={strategy} with trainer.devices={devices} inside a multirun would re-run the whole "
+            "sweep in every extra process; use one device per job, trainer.strategy=ddp_spawn, or a SLURM "
+            "launcher preset (hydra/launcher=slurm_4gpu)"
+        )
+
+
+def record_failure(cfg: DictConfig, error: Exception) -> dict[str, Any]:
+    """Write the failed job's record into its run folder and say so in one line."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    record: dict[str, Any] = {"status": "failed", "error": message, "error_type": type(error).__name__}
+    record.update(_describe(cfg))
+    if not isinstance(error, DitlabError):
+        record["traceback"] = traceback.format_exception(type(error), error, error.__traceback__)[-6:]
+        log.error("sweep job failed", exc_info=error)
+    run_dir = Path(record.get("run_dir") or ".")
+    path = run_dir / "summary.json"
+    if path.exists():  # never replace a finished run's summary
+        path = run_dir / FAILURE_FILE
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    except OSError as e:
+        log.error("could not write %s: %s", path, e)
+    print(f"ditlab: error in sweep job {record.get('job', '?')} ({record.get('run_name')}): {message} "
+          f"[recorded in {path}; the sweep continues]", file=sys.stderr)
+    return record
+
+
+def _describe(cfg: DictConfig) -> dict[str, Any]:
+    """What the report needs to place a failed run in its table; every field is best effort."""
+    from hydra.core.hydra_config import HydraConfig
+
+    out: dict[str, Any] = {}
+    getters = {
+        "run_name": lambda: cfg.run_name,
+        "run_dir": lambda: str(Path(cfg.paths.output_dir).resolve()),
+        "model": lambda: f"DiT-{cfg.model.name}/{cfg.model.patch_size}",
+        "block": lambda: cfg.block.name,
+        "patch_size": lambda: int(cfg.model.patch_size),
+        "seed": lambda: int(cfg.seed),
+        "job": lambda: int(HydraConfig.get().job.num),
+        "overrides": lambda: list(HydraConfig.get().overrides.task),
+    }
+    for key, get in getters.items():
+        try:
+            out[key] = get()
+        except Exception:  # noqa: BLE001 - a broken config is the failure being recorded
+            pass
+    return out

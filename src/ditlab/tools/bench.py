@@ -1,0 +1,80 @@
+"""``make bench`` / ``python -m ditlab.tools.bench``: run the benchmarks, write experiments/*/bench_*.json.
+
+    python -m ditlab.tools.bench                           # every benchmark, default sizes
+    python -m ditlab.tools.bench --only latent_cache --batch-size 8 trainer=gpu   # Hydra overrides at the end
+
+A result file is never replaced silently: pass --overwrite to refresh it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from ditlab.errors import DitlabError
+from ditlab.tools import bench_latent_cache
+
+# name -> (module with add_arguments/run/machine/to_json, result file relative to the repository root)
+BENCHMARKS = {bench_latent_cache.NAME: (bench_latent_cache, Path("experiments/data/bench_latent_cache.json"))}
+
+
+def compose(config_name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ditlab.cli import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
+        return hydra_compose(config_name, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ditlab.tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these benchmarks")
+    parser.add_argument("--out", type=Path, help="result file (with a single benchmark)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every composed config")
+    for module, _ in BENCHMARKS.values():
+        module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    import ditlab.training.train  # noqa: F401  (its warning filters: Lightning's EMA / pytree noise)
+    names = args.only or sorted(BENCHMARKS)
+    try:
+        targets = {name: (args.out if args.out and len(names) == 1 else BENCHMARKS[name][1]) for name in names}
+        for name, path in targets.items():
+            if path.exists() and not args.overwrite:
+                raise DitlabError(f"{path} exists; pass --overwrite (make bench ARGS=--overwrite) or --out other.json")
+        for name, path in targets.items():
+            module = BENCHMARKS[name][0]
+            machine = module.machine()
+            result = module.run(args, compose)
+            result["machine"] = {**machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+            result["command"] = "python -m ditlab.tools.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+            result["git_commit"] = _git_commit()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(module.to_json(result))
+            logging.getLogger("ditlab").info("%s: cached/raw = %s -> %s", name, result.get("ratio_cached_over_raw"), path)
+    except DitlabError as e:
+        print(f"ditlab: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""``ditlab-sample``: samples from a checkpoint -> ``samples.npz`` + ``grid.png`` + ``samples.json``.
+
+    ditlab-sample ckpt=runs/<run> sampler=dpm_solver sampler.steps=10 num_samples=1000
+    ditlab-sample official=DiT-XL-2-256x256.pt name=DiT-XL/2 image_size=256 encoder=sd_vae
+
+Samples stream batch by batch into the ``.npz`` (ADM evaluator layout), so ``num_samples=50000``
+needs the memory of one batch. The JSON holds the full recipe (sampler, steps, NFE, CFG scale,
+channels and interval, encoder, precision, count, seed, checkpoint), so every metric computed
+from the archive can name how its samples were made. Existing outputs are never replaced unless
+``overwrite=true``; a batch with NaN/Inf stops the run and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ditlab.build import build_sampler
+from ditlab.errors import DitlabError
+from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
+from ditlab.tools.npz_writer import StreamingNpzWriter
+from ditlab.tools.sample_source import SampleSource, load_ditlab, load_official
+
+log = logging.getLogger("ditlab")
+OUTPUTS = {"npz": "samples.npz", "grid": "grid.png", "recipe": "samples.json"}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``ditlab-sample`` on a composed ``conf/sample.yaml``; returns the recipe written to JSON."""
+    _validate(cfg)
+    source = load_source(cfg)
+    sampler = build_sampler(sampler_config(cfg.get("sampler"), source.default_sampler))
+    sampler.check(source.objective)
+    labels = choose_labels(cfg.labels, source.num_classes, int(cfg.num_samples))
+    guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
+    out_dir = Path(cfg.out) if cfg.out else source.default_out.parent / f"{source.default_out.name}_{recipe_tag(cfg, sampler)}"
+    paths = {key: out_dir / name for key, name in OUTPUTS.items()}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not cfg.overwrite:
+        raise DitlabError(f"{existing[0]} already exists; choose another out=... or pass overwrite=true to replace it")
+    device = _device(cfg.device)
+    model = source.model.to(device)
+    source.encoder.to(device)
+
+    t0 = time.time()
+    writer, nfe, image_shape = None, 0, None
+    try:
+        with _autocast(cfg.precision, device):
+            for images, y, nfe in generate(model, source.objective, sampler, source.encoder, labels,
+                                           source.latent_shape, guidance, batch_size=int(cfg.batch_size),
+                                           seed=int(cfg.seed), num_classes=source.num_classes, device=device):
+                if writer is None:  # opened on the first good batch: a refused run leaves no files
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    image_shape = list(images.shape[1:])
+                    writer = StreamingNpzWriter(paths["npz"], len(labels), images.shape[1:])
+                writer.write(images, y)
+                log.info("sampled %d / %d", writer.count, len(labels))
+        save_grid(writer.images(), labels.numpy(), cfg.grid, paths["grid"])
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    recipe = SampleRecipe(
+        sampler=sampler.describe(),
+        guidance={"cfg_scale": float(guidance.get("scale", 1.0)), "cfg_channels": guidance.get("channels", "all"),
+                  "cfg_interval": guidance.get("interval")},
+        encoder=source.encoder.describe(),
+        num_samples=len(labels),
+        seed=int(cfg.seed),
+        nfe=nfe,
+        weights=source.info.get("weights", "ema"),
+        extra={
+            "precision": cfg.precision,
+            "batch_size": int(cfg.batch_size),
+            "labels": "class_balanced" if cfg.labels is None else list(cfg.labels),
+            "device": str(device),
+            **{k: v for k, v in source.info.items() if k != "weights"},
+            "image_shape": image_shape,
+            "outputs": {k: str(p) for k, p in paths.items()},
+            "sample_seconds": round(time.time() - t0, 2),
+        },
+    ).as_dict()
+    paths["recipe"].write_text(json.dumps(recipe, indent=2) + "\n")
+    log.info("wrote %s (%d samples, %d NFE each)", out_dir, len(labels), nfe)
+    return recipe
+
+
+def load_source(cfg: DictConfig) -> SampleSource:
+    encoder_cfg = cfg.get("encoder")
+    if cfg.ckpt:
+        return load_ditlab(cfg.ckpt, weights=cfg.weights, encoder_cfg=encoder_cfg)
+    root = Path(cfg.paths.root_dir)
+    return load_official(cfg.official, cfg.name, cfg.image_size, cfg.num_classes, encoder_cfg, root)
+
+
+def sampler_config(chosen: DictConfig | None, default: dict[str, Any]) -> DictConfig:
+    """``sampler=<name> ...`` as given; otherwise the source's own sampler with any ``+sampler.key=value`` on top."""
+    if chosen is not None and "name" in chosen:
+        return chosen
+    return OmegaConf.merge(OmegaConf.create(default), chosen or {})
+
+
+def choose_labels(labels: Any, num_classes: int, num_samples: int) -> torch.Tensor:
+    """Class-balanced blocks (``labels=null``) or the given labels, each repeated in a block."""
+    if labels is None:
+        return class_balanced_labels(num_classes, num_samples)
+    labels = list(labels)
+    if num_classes <= 0:
+        raise DitlabError("labels=... needs a class-conditional model; this one is unconditional: drop labels")
+    bad = [lab for lab in labels if not (isinstance(lab, int) and 0 <= lab < num_classes)]
+    if not labels or bad:
+        raise DitlabError(f"labels must be a non-empty list of class ids in [0, {num_classes}), got {labels}")
+    per_label = -(-num_samples // len(labels))
+    return torch.tensor(labels).repeat_interleave(per_label)[:num_samples]
+
+
+def recipe_tag(cfg: DictConfig, sampler) -> str:
+    """Folder name from what determines the samples, e.g. ``ddpm250_cfg4-all_n100_seed0``."""
+    g = cfg.guidance
+    interval = f"_int{g.interval[0]:g}-{g.interval[1]:g}" if g.get("interval") else ""
+    return f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}_seed{cfg.seed}"
+
+
+def save_grid(images: np.ndarray, labels: np.ndarray, grid_cfg: DictConfig, path: Path) -> None:
+    """One row per label (first ``grid.rows`` labels in order), ``grid.columns`` samples each."""
+    from torchvision.utils import save_image
+
+    order = list(dict.fromkeys(labels.tolist()))[: int(grid_cfg.rows)]
+    rows = [np.where(labels == lab)[0][: int(grid_cfg.columns)] for lab in order]
+    columns = min(len(r) for r in rows)
+    keep = np.concatenate([r[:columns] for r in rows])
+    grid = torch.from_numpy(np.asarray(images[keep])).permute(0, 3, 1, 2).float() / 255.0  # reads only these rows
+    if grid.shape[1] not in (1, 3):  # latent-like channel counts: show the first channel
+        grid = grid[:, :1]
+    if int(grid_cfg.upscale) > 1:
+        grid = torch.nn.functional.interpolate(grid, scale_factor=int(grid_cfg.upscale), mode="nearest")
+    tmp = path.with_name(f".{path.name}.partial.png")
+    save_image(grid, tmp, nrow=columns, padding=2, pad_value=1.0)
+    tmp.replace(path)
+
+
+def _validate(cfg: DictConfig) -> None:
+    if bool(cfg.ckpt) == bool(cfg.official):
+        raise DitlabError("give exactly one of ckpt=<ditlab checkpoint or run dir> and official=<DiT state dict>")
+    if int(cfg.num_samples) <= 0 or int(cfg.batch_size) <= 0:
+        raise DitlabError("num_samples and batch_size must be positive")
+    if cfg.precision not in PRECISIONS:
+        raise DitlabError(f"precision must be one of {', '.join(PRECISIONS)}, got '{cfg.precision}'")
+    if int(cfg.grid.rows) <= 0 or int(cfg.grid.columns) <= 0:
+        raise DitlabError("grid.rows and grid.columns must be positive")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DitlabError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def _autocast(precision: str, device: torch.device):
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def main() -> None:
+    from ditlab.cli import _hydra_entry
+
+    logging.getLogger("ditlab").setLevel(logging.INFO)
+    _hydra_entry("sample", sample)()

@@ -1,0 +1,315 @@
+"""Sample-quality evaluation during training (the ``eval`` config group).
+
+Every ``eval.every_n_steps`` optimizer steps, and once after the last step, the callback draws a
+fixed, seeded, class-balanced sample set from the **EMA** weights, computes the configured metrics
+(:mod:`ditlab.metrics.suite`) and logs each value together with the full sampling recipe, plus a
+sample grid. The set is cut into chunks of ``eval.batch_size`` samples; chunk ``k`` always gets
+the same labels and the noise seed ``(eval.seed, k)``, and under DDP process ``r`` draws chunks
+``r, r + world, ...``. So the evaluated set does not depend on the number of processes, and every
+process takes part in sampling and in the (collective) metric computation: none waits on another.
+
+Outputs in the run directory: ``eval/metrics.jsonl`` (one row per evaluation: step, images seen,
+values, recipe), ``eval/grid_step<N>.png``; the logger gets ``eval/<metric>`` scalars and the grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ditlab.errors import DitlabError
+from ditlab.metrics.extractors import build_extractor
+from ditlab.metrics.real_stats import (
+    RealStats, compute_real_stats, load_real_stats, merge_shards, real_image_batches, save_real_stats, stats_key,
+)
+from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
+from ditlab.samplers.generate import SampleRecipe, generate
+
+log = logging.getLogger("ditlab")
+HISTORY_FILE = "metrics.jsonl"
+EVAL_DIR = "eval"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def interleaved_class_labels(num_classes: int, num_samples: int) -> torch.Tensor:
+    """0, 1, ..., C-1, 0, 1, ...: class counts differ by at most one and every chunk is balanced."""
+    if num_classes <= 0:
+        return torch.zeros(num_samples, dtype=torch.long)
+    return torch.arange(num_samples) % num_classes
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1)[0])
+
+
+def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: Any, run_dir: Path) -> "EvalCallback | None":
+    """The callback for ``cfg.eval``, or None when no metric is configured or nothing would run."""
+    ec = cfg.eval
+    names = list(ec.metrics or [])
+    if not names or (not ec.final and not ec.every_n_steps):
+        return None
+    check_metric_names(names)
+    for key in ("num_samples", "batch_size"):
+        if int(ec[key]) <= 0:
+            raise DitlabError(f"eval.{key} must be positive, got {ec[key]}")
+    if int(ec.every_n_steps) < 0:
+        raise DitlabError(f"eval.every_n_steps must be 0 (only at the end) or a positive step count, got {ec.every_n_steps}")
+    if ec.precision not in PRECISIONS:
+        raise DitlabError(f"eval.precision={ec.precision} is not one of {', '.join(PRECISIONS)}")
+    kernel = [n for n in names if METRICS[n].kind == "kernel"]
+    if kernel and int(ec.kid_subset_size) > int(ec.num_samples):
+        raise DitlabError(
+            f"eval.kid_subset_size={ec.kid_subset_size} exceeds eval.num_samples={ec.num_samples} ({kernel[0]}); lower it"
+        )
+    return EvalCallback(ec, data=data, sampler=sampler, objective=objective, run_dir=run_dir,
+                        cache_dir=cfg.paths.cache_dir)
+
+
+class EvalCallback(L.Callback):
+    def __init__(self, eval_cfg: DictConfig, *, data: Any, sampler: Any, objective: Any, run_dir: Path, cache_dir: str):
+        self.cfg = eval_cfg
+        self.names = list(eval_cfg.metrics)
+        self.every = int(eval_cfg.every_n_steps)
+        self.data, self.sampler, self.objective = data, sampler, objective
+        self.run_dir = Path(run_dir)
+        self.cache_dir = cache_dir
+        self.labels = interleaved_class_labels(data.num_classes, int(eval_cfg.num_samples))
+        self.chunks = list(torch.split(self.labels, int(eval_cfg.batch_size)))
+        self.guidance = {
+            "scale": float(eval_cfg.guidance_scale),
+            "channels": eval_cfg.guidance_channels,
+            "interval": OmegaConf.to_container(eval_cfg.guidance_interval) if eval_cfg.guidance_interval else None,
+        }
+        self.suite: MetricSuite | None = None
+        self.extractors: dict[str, Any] = {}
+        self._real: dict[str, RealStats] = {}
+        self.reference: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self._last_step = -1
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.suite is not None:
+            return
+        if len(self.chunks) < trainer.world_size:
+            raise DitlabError(
+                f"eval.num_samples={len(self.labels)} in chunks of eval.batch_size={self.cfg.batch_size} gives "
+                f"{len(self.chunks)} chunk(s) for {trainer.world_size} processes; lower eval.batch_size"
+            )
+        device = trainer.strategy.root_device
+        with _rng_untouched(device):  # a cache miss (classifier training) must not change the training run
+            # Rank 0 first: it may train the digits classifier or download Inception; the others then read them.
+            _rank_zero_first(trainer, lambda: self._build_suite(device))
+            for name, need_features in self.suite.needs_real().items():
+                self._real[name] = self._real_stats(trainer, name, need_features, device)
+        self.suite.load_real(self._real, trainer.global_rank, trainer.world_size)
+
+    def _build_suite(self, device: torch.device) -> None:
+        ec = self.cfg
+        needed = sorted({METRICS[n].extractor for n in self.names})
+        self.extractors = {n: build_extractor(n, data=self.data, eval_cfg=ec, cache_dir=self.cache_dir) for n in needed}
+        self.suite = MetricSuite(
+            self.names, self.extractors, num_classes=self.data.num_classes, kid_subsets=int(ec.kid_subsets),
+            kid_subset_size=int(ec.kid_subset_size), is_splits=int(ec.is_splits), seed=int(ec.seed),
+        ).to(device)
+
+    def _real_stats(self, trainer: L.Trainer, name: str, need_features: bool, device: torch.device) -> RealStats:
+        """Cached statistics if rank 0 finds them (every rank reads the file); otherwise every rank
+        extracts features of its shard of the real images, the shards are merged and rank 0 caches them."""
+        rank, world = trainer.global_rank, trainer.world_size
+        extractor = self.extractors[name]
+        count, batches = real_image_batches(self.data, self.cfg.real_count, int(self.cfg.batch_size), rank, world)
+        key = stats_key(self.data.describe(), self.data.resolution, count, extractor)
+        self.reference[name] = {"count": count, "extractor": extractor.identity}
+        hit = _rank_zero_first(trainer, lambda: load_real_stats(self.cache_dir, key, need_features) is not None,
+                               others_run=False)
+        if hit:
+            stats = load_real_stats(self.cache_dir, key, need_features)
+            if stats is None:
+                raise DitlabError(f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
+                                  "(DITLAB_CACHE) on storage every process sees")
+            return stats
+        t0 = time.time()
+        stats = compute_real_stats(batches, extractor, device, keep_features=need_features)
+        if world > 1:
+            parts: list[Any] = [None] * world
+            torch.distributed.all_gather_object(parts, stats)
+            stats = merge_shards(parts)
+        if rank == 0:
+            save_real_stats(self.cache_dir, key, stats)
+            log.info("real statistics (%s, %d images) computed in %.1fs and cached", name, count, time.time() - t0)
+        return stats
+
+    # ------------------------------------------------------------------ when
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # At the start of the batch after step N, the EMA has seen all N updates.
+        step = trainer.global_step
+        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+            self.evaluate(trainer, pl_module, final=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.cfg.final and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module, final=True)
+        elif self.cfg.final and self.history:
+            self.history[-1]["final"] = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A checkpoint that already reached trainer.max_steps: Lightning skips the training loop and
+        # on_train_end, and has moved the module back to the CPU. Evaluate it where it trained
+        # (this is how a finished run is evaluated again, e.g. at another guidance scale).
+        if not self.cfg.final or trainer.global_step == self._last_step:
+            return
+        device = trainer.strategy.root_device
+        pl_module.ema.to(device)
+        pl_module.encoder.to(device)
+        try:
+            self.evaluate(trainer, pl_module, final=True, device=device)
+        finally:
+            pl_module.ema.cpu()
+            pl_module.encoder.cpu()
+
+    # ------------------------------------------------------------------ what
+    def evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool, device: torch.device | None = None
+    ) -> dict[str, Any]:
+        step, rank, world = int(trainer.global_step), trainer.global_rank, trainer.world_size
+        self._last_step = step
+        t0 = time.time()
+        device = device or pl_module.device
+        encoder = pl_module.encoder
+        latent_shape = encoder.latent_shape(self.data.channels, self.data.resolution)
+        grid: list[tuple[np.ndarray, np.ndarray]] = []
+        nfe, drawn = 0, 0
+        self.suite.reset()
+        autocast = PRECISIONS[self.cfg.precision]
+        with _rng_untouched(device), (torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()):
+            for k in range(rank, len(self.chunks), world):
+                for images, y, nfe in generate(
+                    pl_module.ema, self.objective, self.sampler, encoder, self.chunks[k], latent_shape, self.guidance,
+                    batch_size=len(self.chunks[k]), seed=chunk_seed(self.cfg.seed, k),
+                    num_classes=self.data.num_classes, device=device,
+                ):
+                    with torch.autocast(device.type, enabled=False):  # features always in full precision
+                        self.suite.update(images, y)
+                    drawn += len(y)
+                    if rank == 0 and k == 0:
+                        grid.append((images, y))
+        values = self.suite.compute()  # collective: every process is here
+        per_process = [drawn]
+        if world > 1:
+            per_process = [None] * world
+            torch.distributed.all_gather_object(per_process, drawn)
+        row = {
+            "step": step,
+            "images_seen": step * int(getattr(pl_module, "images_per_step", 0)),
+            "final": final,
+            "seconds": round(time.time() - t0, 2),
+            "samples_per_process": per_process,
+            **values,
+            "recipe": self.recipe(trainer, pl_module, nfe),
+        }
+        if rank == 0:
+            self._record(trainer, row, grid)
+        self.history.append(row)
+        return row
+
+    def recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, nfe: int) -> dict[str, Any]:
+        return SampleRecipe(
+            sampler=self.sampler.describe(),
+            guidance={"cfg_scale": self.guidance["scale"], "cfg_channels": self.guidance["channels"],
+                      "cfg_interval": self.guidance["interval"]},
+            encoder=pl_module.encoder.describe(),
+            num_samples=len(self.labels),
+            seed=int(self.cfg.seed),
+            nfe=nfe,
+            weights="ema",
+            extra={"precision": self.cfg.precision, "trainer_precision": str(trainer.precision),
+                   "labels": "interleaved", "chunk_size": int(self.cfg.batch_size), "reference": self.reference},
+        ).as_dict()
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What ``summary.json`` gets: the last evaluation's values and its recipe."""
+        if not self.history:
+            return {"metrics": {}}
+        last = self.history[-1]
+        values = {k: v for k, v in last.items() if isinstance(v, float) and k != "seconds"}
+        return {
+            "metrics": values,
+            "metrics_step": last["step"],
+            "metrics_recipe": last["recipe"],
+            "metrics_lower_is_better": {n: METRICS[n].lower_is_better for n in self.names},
+            "eval_history": f"{EVAL_DIR}/{HISTORY_FILE}",
+        }
+
+    # ------------------------------------------------------------------ outputs (rank 0)
+    def _record(self, trainer: L.Trainer, row: dict[str, Any], grid: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        out = self.run_dir / EVAL_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        scalars = {f"eval/{k}": v for k, v in row.items() if isinstance(v, float) and k != "seconds"}
+        scalars.update({"eval/nfe": float(row["recipe"]["nfe"]), "eval/num_samples": float(len(self.labels)),
+                        "eval/cfg_scale": self.guidance["scale"], "eval/seconds": row["seconds"]})
+        image = self._save_grid(grid, out / f"grid_step{row['step']:07d}.png")
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=row["step"])
+            if image is not None and hasattr(logger, "log_image"):  # wandb
+                logger.log_image(key="eval/samples", images=[image], step=row["step"],
+                                 caption=[f"step {row['step']}, EMA, cfg {self.guidance['scale']}"])
+            elif image is not None and hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
+                logger.experiment.add_image("eval/samples", image, row["step"], dataformats="HWC")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+        log.info("eval at step %d (%d samples, EMA, nfe %d): %s", row["step"], len(self.labels), row["recipe"]["nfe"], shown)
+
+    def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path) -> np.ndarray | None:
+        """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
+        if not grid:
+            return None
+        from torchvision.utils import make_grid, save_image
+
+        images = np.concatenate([g[0] for g in grid])
+        labels = np.concatenate([g[1] for g in grid])
+        per = int(self.cfg.grid_per_class)
+        classes = sorted(set(labels.tolist()))
+        keep = np.concatenate([np.where(labels == c)[0][:per] for c in classes])
+        ncol = max(int((labels[keep] == c).sum()) for c in classes)
+        x = torch.from_numpy(images[keep]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.nn.functional.interpolate(x, scale_factor=int(self.cfg.grid_upscale), mode="nearest")
+        save_image(x, path, nrow=ncol, padding=2, pad_value=1.0)
+        return (make_grid(x, nrow=ncol, padding=2, pad_value=1.0).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def _rank_zero_first(trainer: L.Trainer, fn: Callable[[], Any], others_run: bool = True) -> Any:
+    """Run ``fn`` on rank 0, share its result (or its error, so no process waits forever), then run it
+    on the other ranks too (``others_run``) or hand them rank 0's result."""
+    if trainer.world_size == 1:
+        return fn()
+    result, error = None, None
+    if trainer.global_rank == 0:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+            error = str(e) if isinstance(e, DitlabError) else f"{type(e).__name__}: {e}"
+    result, error = trainer.strategy.broadcast((result, error), src=0)
+    if error:
+        raise DitlabError(error)
+    if trainer.global_rank != 0 and others_run:
+        result = fn()
+    return result
+
+
+@contextlib.contextmanager
+def _rng_untouched(device: torch.device):
+    """Evaluation draws from its own generators; this keeps the global RNG streams of training intact."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
