@@ -226,3 +226,20 @@ def test_real_images_come_from_digits_or_an_image_folder_sharded_across_processe
     n, batches = real_image_batches(folder, None, 4, rank=0, world_size=2)
     (batch,) = list(batches)
     assert n == 6 and batch.shape == (3, 3, 16, 16) and -1 <= batch.min() and batch.max() <= 1
+
+
+def test_a_corrupt_real_image_never_enters_the_reference_statistics(tmp_path):
+    from latent_artifacts import make_image_folder
+
+    from ditlab.data.imagefolder import ImageFolderDataModule
+    from ditlab.errors import DitlabError
+    from ditlab.metrics.real_stats import real_image_batches
+
+    special = make_image_folder(tmp_path, per_class=2, corrupt=True)
+    strict = ImageFolderDataModule(root=str(tmp_path), resolution=16, batch_size=4, num_workers=0)
+    with pytest.raises(DitlabError, match=f"cannot read image {special['corrupt']}.*skip_corrupt"):
+        list(real_image_batches(strict, None, 64)[1])
+    lenient = ImageFolderDataModule(root=str(tmp_path), resolution=16, batch_size=4, num_workers=0, skip_corrupt=True)
+    n, batches = real_image_batches(lenient, None, 64)
+    (batch,) = list(batches)
+    assert len(batch) == n - 1 and str(special["corrupt"]) in lenient.corrupt.skipped

@@ -13,7 +13,7 @@ from ditlab.models import from_official
 from ditlab.models.dit import DiT
 from ditlab.samplers.generate import generate
 from ditlab.training.train import train
-from test_reference_model import deterministic_fill, reference_inputs, tiny_official_dit
+from test_reference_model import assert_official_outputs, deterministic_fill, reference_inputs, tiny_official_dit
 
 # §8.8's tiny DiT is no preset: name a preset of the same heads (tiny: 4) and override depth and width.
 TINY = dict(name="DiT-tiny/2", input_size=8, num_classes=10, depth=2, hidden_size=64)
@@ -25,22 +25,6 @@ def official_state_dict() -> dict:
     model = tiny_official_dit()
     deterministic_fill(model)
     return model.state_dict()
-
-
-def assert_official_outputs(model: DiT) -> None:
-    """dit_reference §8.8: the official implementation's outputs for the deterministic weights."""
-    x, t, y = reference_inputs()
-    with torch.no_grad():
-        out = model(x, t, y)
-    assert out.shape == (2, 8, 8, 8)
-    assert out.sum().item() == pytest.approx(1.835214376449585, abs=2e-5)
-    assert out.abs().sum().item() == pytest.approx(105.59759521484375, rel=1e-5)
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(
-        [-0.07596491, 0.10313635, 0.13267842, -0.04283445, -0.12102419, 0.02582607, 0.12680487, -0.00801931]),
-        atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(out[1, :, 7, 6], torch.tensor(
-        [-0.13591546, 0.25192198, 0.22672051, -0.16612072, -0.23690361, 0.13189906, 0.27926177, -0.06663053]),
-        atol=1e-6, rtol=1e-5)
 
 
 def test_bare_state_dict_file_gives_the_official_outputs(tmp_path):

@@ -61,12 +61,12 @@ def test_output_is_exactly_zero_at_init():
         assert torch.equal(block(tokens, cond), tokens)
 
 
-def test_end_to_end_forward_matches_official():
-    model = tiny_official_dit()
-    deterministic_fill(model)
+def assert_official_outputs(model: DiT) -> None:
+    """§8.8: the official implementation's outputs for the deterministic weights."""
     x, t, y = reference_inputs()
     with torch.no_grad():
         out = model(x, t, y)
+    assert out.shape == (2, 8, 8, 8)
     assert out.sum().item() == pytest.approx(1.835214376449585, abs=2e-5)
     assert out.abs().sum().item() == pytest.approx(105.59759521484375, rel=1e-5)
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(
@@ -75,6 +75,12 @@ def test_end_to_end_forward_matches_official():
     torch.testing.assert_close(out[1, :, 7, 6], torch.tensor(
         [-0.13591546, 0.25192198, 0.22672051, -0.16612072, -0.23690361, 0.13189906, 0.27926177, -0.06663053]),
         atol=1e-6, rtol=1e-5)
+
+
+def test_end_to_end_forward_matches_official():
+    model = tiny_official_dit()
+    deterministic_fill(model)
+    assert_official_outputs(model)
 
 
 def test_first3_guidance_reproduces_official_forward_with_cfg():

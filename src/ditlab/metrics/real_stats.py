@@ -118,7 +118,15 @@ def real_image_batches(
 
         def gen() -> Iterator[torch.Tensor]:
             for i in range(0, len(mine), batch_size):
-                yield torch.stack([dataset[j][0] for j in mine[i : i + batch_size]])
+                images = []
+                for j in mine[i : i + batch_size]:
+                    x, _, _, bad_path, reason = dataset[j]
+                    if bad_path:  # stops the run naming the file, or (skip_corrupt) counts and skips it
+                        data.corrupt.report(bad_path, reason)
+                        continue
+                    images.append(x)
+                if images:
+                    yield torch.stack(images)
 
         return n, gen()
     raise DitlabError(

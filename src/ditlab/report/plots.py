@@ -49,14 +49,7 @@ def gflops_plot(runs: list[Run], metric: str, path: Path, title: str) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     _scatter(ax, used, x, y)
     ax.set_xscale("log")
-    ax.legend(fontsize=7)
-    ax.set_xlabel("model Gflops per image (forward, log scale)")
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "model Gflops per image (forward, log scale)", metric, title)
     return True
 
 
@@ -79,15 +72,19 @@ def compute_plot(runs: list[Run], metric: str, path: Path, title: str) -> dict[s
         grid = np.geomspace(x.min(), x.max(), 50)
         ax.plot(grid, fit["a"] * grid ** fit["b"], "k--", lw=1, zorder=2,
                 label=f"fit: {metric} = {fit['a']:.3g} · C^{fit['b']:.3f}")
-    ax.legend(fontsize=7)
     ax.set_xscale("log")
     if (y > 0).all() and y.max() > 3 * y.min():  # log-log when the values span a real range
         ax.set_yscale("log")
-    ax.set_xlabel("training compute C = Gflops x 3 x images seen (log scale)")
-    ax.set_ylabel(metric)
+    _finish(plt, fig, ax, path, "training compute C = Gflops x 3 x images seen (log scale)", metric, title)
+    return fit or {}
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    ax.legend(fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return fit or {}

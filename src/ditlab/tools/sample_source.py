@@ -62,8 +62,9 @@ def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig 
     meta = ckpt["ditlab"]
     cfg = OmegaConf.create(meta["config"])
     objective = build_objective(cfg.objective)
-    # The run's own encoder unless the command line picks one (e.g. another decoder of the same VAE).
-    encoder = build_encoder(encoder_cfg if encoder_cfg is not None else cfg.encoder)
+    # The run's own encoder, rebuilt from its recorded (resolved) description so the scaling factor is
+    # the one it trained with, unless the command line picks one (e.g. another decoder of the same VAE).
+    encoder = build_encoder(encoder_cfg if encoder_cfg is not None else meta.get("encoder", cfg.encoder))
     data = meta["data"]
     latent_shape = encoder.latent_shape(int(data["channels"]), int(data["resolution"]))
     model = from_official(ckpt, use_ema=weights == "ema")
