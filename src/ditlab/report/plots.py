@@ -85,6 +85,20 @@ def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> N
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
+    _readable_log_ticks(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _readable_log_ticks(ax) -> None:
+    """Label log axes at 1, 2, 5 x 10^k in plain numbers; matplotlib's default labels every minor
+    tick when the data span about a decade, and they overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale != "log":
+            continue
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
