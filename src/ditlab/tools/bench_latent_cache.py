@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--images", type=int, default=8, help="images in the generated folder (loops cycle over epochs)")
     g.add_argument("--models", nargs="+", default=["S", "tiny"], help="model configs, each at patch size 2")
     g.add_argument("--warmup", type=int, default=1, help="untimed steps of each loop before timing")
-    g.add_argument("--steps", type=int, default=2, help="timed steps of each loop")
+    g.add_argument("--steps", type=int, default=5, help="timed steps of each loop")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
