@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from ditlab.cli import CONFIG_DIR
+from ditlab.cli import compose
 
 # A few-second version of the default experiment: same code path, smaller numbers.
 FAST = [
@@ -34,10 +31,8 @@ FAST = [
 
 
 def compose_train(*overrides: str, output_dir: Path | None = None, fast: bool = True):
-    GlobalHydra.instance().clear()
     extra = [f"paths.output_dir={output_dir}"] if output_dir is not None else ["paths.output_dir=unused"]
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return compose("train", overrides=[*(FAST if fast else []), *extra, *overrides])
+    return compose("train", [*(FAST if fast else []), *extra, *overrides])
 
 
 @pytest.fixture

@@ -59,18 +59,10 @@ def make_image_folder(root: Path, per_class: int = 4, corrupt: bool = True, seed
 
 def compose_extract(*overrides: str):
     """The real ``extract`` config (Hydra compose API) with CPU-test defaults in front of ``overrides``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from ditlab.cli import compose
 
-    from ditlab.cli import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return compose(
-            "extract",
-            overrides=["data.resolution=16", "data.num_workers=0", "device=cpu", "shard_size=5", "batch_size=4",
-                       *overrides],
-        )
+    return compose("extract", ["data.resolution=16", "data.num_workers=0", "device=cpu", "shard_size=5", "batch_size=4",
+                               *overrides])
 
 
 # A cache-trained run at test size: tiny DiT on 4x8x8 latents (16px images through the tiny VAE).

@@ -8,13 +8,11 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 import ditlab.tools.sample as sample_tool
 from conftest import compose_train, run_cli
-from ditlab.cli import CONFIG_DIR
+from ditlab.cli import compose
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
 from ditlab.models.official import model_preset
@@ -32,9 +30,7 @@ def runs(tmp_path_factory):
 
 
 def compose_sample(*overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return compose("sample", overrides=["num_samples=12", "batch_size=5", "grid.columns=3", *overrides])
+    return compose("sample", ["num_samples=12", "batch_size=5", "grid.columns=3", *overrides])
 
 
 def load_npz(path):

@@ -11,6 +11,17 @@ from typing import Any, Callable
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
+def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The packaged ``conf/<config_name>.yaml`` composed with ``overrides``, outside a Hydra app
+    (tools, notebooks and tests build runs exactly as the console scripts do)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
 def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], None]:
     import hydra
 

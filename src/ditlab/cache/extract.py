@@ -19,9 +19,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+from ditlab.atomic import remove_temporaries
 from ditlab.build import build_data, build_encoder
 from ditlab.cache import manifest as mf
-from ditlab.cache.shards import remove_temporaries, shard_meta, write_shard
+from ditlab.cache.shards import shard_meta, write_shard
+from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError
 
 log = logging.getLogger("ditlab")
@@ -42,7 +44,7 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     encoder = build_encoder(cfg.encoder)
     channels, side = encoder.latent_shape(data.channels, data.resolution)
     dataset = data.make_dataset(random_flip=False, substitute=False)
-    device = _device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     encoder.to(device)
     _, probe_std = encoder.posterior(torch.zeros(1, data.channels, data.resolution, data.resolution, device=device))
     source = {
@@ -153,17 +155,6 @@ def _listing_hash(samples: list[tuple[str, int]], root: Path) -> str:
     for path, label in samples:
         h.update(f"{os.path.relpath(path, root)}\t{label}\n".encode())
     return h.hexdigest()
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DitlabError(f"device={name} is not a torch device; use auto, cpu, cuda or cuda:N") from None
 
 
 def _validate(cfg: DictConfig, rank: int, world: int) -> None:

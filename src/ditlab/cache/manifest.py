@@ -17,10 +17,10 @@ cache keeps both augmentations of DiT's loop and does not depend on the scaling 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ditlab.atomic import replace_atomically
 from ditlab.errors import DitlabError
 
 FORMAT = "ditlab-latents/1"
@@ -93,13 +93,8 @@ def read_manifest(cache_dir: Path) -> dict[str, Any] | None:
 
 def write_manifest(cache_dir: Path, manifest: dict[str, Any]) -> None:
     """Atomic: readers (and other extraction processes) never see a half-written file."""
-    write_atomic(cache_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    text = json.dumps(manifest, indent=2) + "\n"
+    replace_atomically(cache_dir / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 def _short(value: Any) -> str:

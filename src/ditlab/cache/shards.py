@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from ditlab.atomic import replace_atomically
+
 MAX_OPEN_SHARDS = 64  # per process; least recently used handles are closed beyond this
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"ditlab": json.dumps(meta)})
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata={"ditlab": json.dumps(meta)}))
 
 
 def shard_meta(path: Path) -> dict[str, Any] | None:
@@ -38,11 +38,6 @@ def shard_meta(path: Path) -> dict[str, Any] | None:
             return json.loads((f.metadata() or {})["ditlab"])
     except (SafetensorError, OSError, KeyError, ValueError):
         return None
-
-
-def remove_temporaries(path: Path) -> None:
-    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
-        tmp.unlink(missing_ok=True)
 
 
 class LatentCacheDataset(Dataset):

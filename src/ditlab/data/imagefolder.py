@@ -39,6 +39,12 @@ def read_rgb(path: str) -> tuple[Image.Image | None, str]:
         return None, f"{type(e).__name__}: {e}".strip().splitlines()[0][:200]
 
 
+def class_folders(root: str | Path) -> list[str]:
+    """Sorted class sub-folder names: the label of a folder is its position here. Hidden folders
+    (``.ipynb_checkpoints``, ``.git``) are not classes."""
+    return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 class ImageFolderDataset(ImageFolder):
     """Items ``(image (3, R, R) in [-1, 1], label, index, bad_path, bad_reason)``; bad_path is "" when readable.
 
@@ -54,6 +60,12 @@ class ImageFolderDataset(ImageFolder):
         self.resolution = resolution
         self.random_flip = random_flip
         self.substitute = substitute
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = class_folders(directory)  # the data module counts classes with the same function
+        if not classes:
+            raise FileNotFoundError(f"no class folders in {directory}")
+        return classes, {name: i for i, name in enumerate(classes)}
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
@@ -127,7 +139,7 @@ class ImageFolderDataModule(ImageDataModule):
         self.root = Path(str(root)).expanduser().resolve()
         if not self.root.is_dir():
             raise DitlabError(f"data.root={root} is not a directory; point it at a folder with one sub-folder per class")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes = class_folders(self.root)
         if not self.classes:
             raise DitlabError(f"data.root={root} has no class sub-folders (expected root/<class>/<image>)")
         self.num_classes = resolve_num_classes(num_classes, len(self.classes), f"data.root={root}")

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditlab.atomic import write_once
 from ditlab.errors import DitlabError
-from ditlab.metrics.atomic import write_once
 
 CACHE_VERSION = 1
 
@@ -106,7 +106,8 @@ def load_digits_classifier(resolution: int, cache_dir: str | Path) -> tuple[Digi
     net, acc = train_digits_classifier(resolution)
     # Atomic and never replaced: concurrent runs (parallel sweep jobs) never read a half-written
     # file; training is seeded, so whichever process wrote it, the network is the same.
-    write_once(path, {"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution})
+    state = {"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution}
+    write_once(path, lambda tmp: torch.save(state, tmp))
     return net, acc
 
 
@@ -142,15 +143,18 @@ def classify_npz(path: str | Path, cache_dir: str | Path) -> dict[str, Any]:
 
 
 class DigitsFeatureExtractor(nn.Module):
-    """torchmetrics-compatible feature extractor: (N, 1, R, R) uint8 -> (N, 64) classifier features."""
+    """torchmetrics-compatible feature extractor: (N, 1, R, R) uint8 -> (N, 64) classifier features,
+    or with ``logits=True`` the (N, 10) class logits."""
 
-    def __init__(self, classifier: DigitsClassifier):
+    def __init__(self, classifier: DigitsClassifier, logits: bool = False):
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
-        self.num_features = classifier.num_features
+        self.logits = logits
+        self.num_features = 10 if logits else classifier.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features((x.float() - 127.5) / 127.5)
+        x = (x.float() - 127.5) / 127.5
+        return self.classifier(x) if self.logits else self.classifier.features(x)
 
 
 def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str | Path) -> float:

@@ -92,15 +92,6 @@ def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
     )
 
 
-class _DigitsLogits(nn.Module):
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier((x.float() - 127.5) / 127.5)
-
-
 def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
     """The small CNN trained once on the real digits (cached per resolution): 64-d features, 10 logits."""
     from ditlab.metrics.digits_classifier import CACHE_VERSION, DigitsFeatureExtractor, load_digits_classifier
@@ -112,7 +103,7 @@ def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
         features=features,
         num_features=features.num_features,
         rgb=False,
-        logits=lambda: _DigitsLogits(features.classifier),
+        logits=lambda: DigitsFeatureExtractor(net, logits=True),
         identity={"name": "digits_classifier", "version": CACHE_VERSION, "resolution": int(resolution),
                   "heldout_accuracy": round(heldout, 6)},
     )

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from ditlab.atomic import write_once
 from ditlab.errors import DitlabError
-from ditlab.metrics.atomic import write_once
 from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.images import real_to_uint8, to_metric_input
 
@@ -49,7 +49,7 @@ def stats_key(dataset: dict[str, Any], resolution: int, count: int, extractor: E
 
 
 def cache_path(cache_dir: str | Path, key: dict[str, Any], features: bool = False) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:12]
     name = f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_{key['extractor']['name']}_{digest}"
     return Path(cache_dir) / CACHE_SUBDIR / (name + ("_features.pt" if features else ".pt"))
 
@@ -86,15 +86,12 @@ def compute_real_stats(
 
 def save_real_stats(cache_dir: str | Path, key: dict[str, Any], stats: RealStats) -> None:
     """Write the entry unless it already exists (then the existing one is kept, unchanged)."""
-    write_once(cache_path(cache_dir, key), {
-        "key": json.dumps(key, sort_keys=True, default=str),
-        "feature_sum": stats.feature_sum,
-        "feature_cov_sum": stats.feature_cov_sum,
-        "count": stats.count,
-    })
+    entry = {"key": _key_text(key), "feature_sum": stats.feature_sum, "feature_cov_sum": stats.feature_cov_sum,
+             "count": stats.count}
+    write_once(cache_path(cache_dir, key), lambda tmp: torch.save(entry, tmp))
     if stats.features is not None:
-        write_once(cache_path(cache_dir, key, features=True),
-                    {"key": json.dumps(key, sort_keys=True, default=str), "features": stats.features})
+        features = {"key": _key_text(key), "features": stats.features}
+        write_once(cache_path(cache_dir, key, features=True), lambda tmp: torch.save(features, tmp))
 
 
 def real_image_batches(
@@ -153,9 +150,14 @@ def merge_shards(parts: list[RealStats]) -> RealStats:
 def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     entry = torch.load(path, map_location="cpu", weights_only=True)
     stored = json.loads(entry.get("key", "{}"))
-    if stored != json.loads(json.dumps(key, sort_keys=True, default=str)):
+    if stored != json.loads(_key_text(key)):
         raise DitlabError(
             f"the real-statistics cache {path} was made for a different setting; move it away or point "
             "paths.cache_dir (DITLAB_CACHE) at another folder"
         )
     return entry
+
+
+def _key_text(key: dict[str, Any]) -> str:
+    """The canonical JSON of a cache key: hashed into the file name and stored in the file."""
+    return json.dumps(key, sort_keys=True, default=str)

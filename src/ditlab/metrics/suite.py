@@ -127,11 +127,14 @@ class MetricSuite(nn.Module):
     def update(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> None:
         """A batch of generated uint8 (N, H, W, C) samples and the labels they were asked for."""
         device = next(iter(self.metrics.values())).device
+        inputs: dict[str, torch.Tensor] = {}  # per extractor: each network runs once per batch
         feats: dict[str, torch.Tensor] = {}
         logits: dict[str, torch.Tensor] = {}
         for name, spec in self.specs.items():
             ex = self.extractors[spec.extractor]
-            x = to_metric_input(images, ex.rgb, device)
+            if spec.extractor not in inputs:
+                inputs[spec.extractor] = to_metric_input(images, ex.rgb, device)
+            x = inputs[spec.extractor]
             m = self.metrics[name]
             if spec.kind in ("frechet", "kernel"):
                 if spec.extractor not in feats:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ditlab.sweep.jobs import FAILURE_FILE
+
 STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
-FAILURE_FILE = "failure.json"
 SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "checkpoints"}
 
 
@@ -61,8 +62,10 @@ def _describe_unfinished(path: Path) -> dict[str, Any]:
     try:
         from omegaconf import OmegaConf
 
+        from ditlab.models.dit import model_tag
+
         cfg = OmegaConf.load(path / "config.yaml")
-        return {"model": f"DiT-{cfg.model.name}/{cfg.model.patch_size}", "patch_size": int(cfg.model.patch_size),
+        return {"model": model_tag(cfg.model.name, cfg.model.patch_size), "patch_size": int(cfg.model.patch_size),
                 "block": cfg.block.name, "run_name": cfg.get("run_name")}
     except Exception:  # noqa: BLE001 - no or unreadable config: the path is all there is
         return {}

@@ -37,7 +37,7 @@ class SampleRecipe:
     """Everything that determines a sample set; logged next to every metric computed from it."""
 
     sampler: dict[str, Any]
-    guidance: dict[str, Any]
+    guidance: dict[str, Any]  # the guidance config handed to generate(): scale, channels, interval
     encoder: dict[str, Any]
     num_samples: int
     seed: int
@@ -48,7 +48,9 @@ class SampleRecipe:
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.sampler,
-            **self.guidance,
+            "cfg_scale": float(self.guidance.get("scale", 1.0)),
+            "cfg_channels": self.guidance.get("channels", "all"),
+            "cfg_interval": list(self.guidance["interval"]) if self.guidance.get("interval") else None,
             "nfe": self.nfe,
             "encoder": self.encoder,
             "num_samples": self.num_samples,

@@ -8,7 +8,7 @@ the noise level (0 = data, 1 = pure noise) lies in [lo, hi]; outside it one cond
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -65,10 +65,3 @@ class GuidedModel:
         guided = uncond[:, :k] + self.scale * (cond[:, :k] - uncond[:, :k])
         # Channels past k (variance, or the unguided legacy channels) keep the conditional value.
         return torch.cat([guided, cond[:, k:]], dim=1)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "cfg_scale": self.scale,
-            "cfg_channels": self.channels,
-            "cfg_interval": list(self.interval) if self.interval else None,
-        }

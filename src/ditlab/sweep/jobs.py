@@ -94,11 +94,13 @@ def _describe(cfg: DictConfig) -> dict[str, Any]:
     """What the report needs to place a failed run in its table; every field is best effort."""
     from hydra.core.hydra_config import HydraConfig
 
+    from ditlab.models.dit import model_tag
+
     out: dict[str, Any] = {}
     getters = {
         "run_name": lambda: cfg.run_name,
         "run_dir": lambda: str(Path(cfg.paths.output_dir).resolve()),
-        "model": lambda: f"DiT-{cfg.model.name}/{cfg.model.patch_size}",
+        "model": lambda: model_tag(cfg.model.name, cfg.model.patch_size),
         "block": lambda: cfg.block.name,
         "patch_size": lambda: int(cfg.model.patch_size),
         "seed": lambda: int(cfg.seed),

@@ -12,26 +12,16 @@ import argparse
 import logging
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
+from ditlab.cli import compose
 from ditlab.errors import DitlabError
+from ditlab.provenance import git_commit
 from ditlab.tools import bench_latent_cache
 
 # name -> (module with add_arguments/run/machine/to_json, result file relative to the repository root)
 BENCHMARKS = {bench_latent_cache.NAME: (bench_latent_cache, Path("experiments/data/bench_latent_cache.json"))}
-
-
-def compose(config_name: str, overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ditlab.cli import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return hydra_compose(config_name, overrides=overrides)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,21 +49,13 @@ def main(argv: list[str] | None = None) -> None:
             result = module.run(args, compose)
             result["machine"] = {**machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
             result["command"] = "python -m ditlab.tools.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-            result["git_commit"] = _git_commit()
+            result["git_commit"] = git_commit()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(module.to_json(result))
             logging.getLogger("ditlab").info("%s: cached/raw = %s -> %s", name, result.get("ratio_cached_over_raw"), path)
     except DitlabError as e:
         print(f"ditlab: error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from PIL import Image
 
 from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.cache.extract import extract
+from ditlab.devices import resolve_device
+from ditlab.models.dit import model_tag
 from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
 from ditlab.training.ema import update_ema
 from ditlab.training.module import DiffusionModule
@@ -80,7 +82,7 @@ class TrainLoop:
         self.device = device
         self.loader = self.data.train_dataloader()
         self.epoch, self.batches = 0, iter(self.loader)
-        self.model_name = f"DiT-{cfg.model.name}/{cfg.model.patch_size}"
+        self.model_name = model_tag(cfg.model.name, cfg.model.patch_size)
         self.times: list[float] = []
 
     def _next_batch(self):
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
     from diffusers import AutoencoderKL
 
     b, res = args.batch_size, args.resolution
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ditlab_bench_") as tmp:
         tmp = Path(tmp)
@@ -210,7 +212,7 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
                        "images_per_second": round(args.images / extract_seconds, 3),
                        "note": "each image is encoded twice (itself and its flip)"},
         "projected_ratio_compute_bound": {
-            f"DiT-{m}/2": round(projected_ratio(paper_model_gmacs(compose, m, side), encoder_gmacs), 2)
+            model_tag(m, 2): round(projected_ratio(paper_model_gmacs(compose, m, side), encoder_gmacs), 2)
             for m in ("tiny", "S", "B", "L", "XL")
         },
         "overrides": args.overrides,

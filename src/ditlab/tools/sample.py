@@ -12,26 +12,25 @@ from the archive can name how its samples were made. Existing outputs are never 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_sampler
+from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
 from ditlab.errors import DitlabError
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
+from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.tools.npz_writer import StreamingNpzWriter
 from ditlab.tools.sample_source import SampleSource, load_ditlab, load_official
 
 log = logging.getLogger("ditlab")
 OUTPUTS = {"npz": "samples.npz", "grid": "grid.png", "recipe": "samples.json"}
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
@@ -47,14 +46,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not cfg.overwrite:
         raise DitlabError(f"{existing[0]} already exists; choose another out=... or pass overwrite=true to replace it")
-    device = _device(cfg.device)
+    device = resolve_device(str(cfg.device))
     model = source.model.to(device)
     source.encoder.to(device)
 
     t0 = time.time()
     writer, nfe, image_shape = None, 0, None
     try:
-        with _autocast(cfg.precision, device):
+        with autocast(cfg.precision, device):
             for images, y, nfe in generate(model, source.objective, sampler, source.encoder, labels,
                                            source.latent_shape, guidance, batch_size=int(cfg.batch_size),
                                            seed=int(cfg.seed), num_classes=source.num_classes, device=device):
@@ -64,7 +63,8 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
                     writer = StreamingNpzWriter(paths["npz"], len(labels), images.shape[1:])
                 writer.write(images, y)
                 log.info("sampled %d / %d", writer.count, len(labels))
-        save_grid(writer.images(), labels.numpy(), cfg.grid, paths["grid"])
+        save_grid(label_grid(writer.images(), labels.numpy(), int(cfg.grid.columns), int(cfg.grid.upscale),
+                             int(cfg.grid.rows)), paths["grid"])
         writer.close()
     except BaseException:
         if writer is not None:
@@ -72,8 +72,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         raise
     recipe = SampleRecipe(
         sampler=sampler.describe(),
-        guidance={"cfg_scale": float(guidance.get("scale", 1.0)), "cfg_channels": guidance.get("channels", "all"),
-                  "cfg_interval": guidance.get("interval")},
+        guidance=guidance,
         encoder=source.encoder.describe(),
         num_samples=len(labels),
         seed=int(cfg.seed),
@@ -131,46 +130,15 @@ def recipe_tag(cfg: DictConfig, sampler) -> str:
     return f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}_seed{cfg.seed}"
 
 
-def save_grid(images: np.ndarray, labels: np.ndarray, grid_cfg: DictConfig, path: Path) -> None:
-    """One row per label (first ``grid.rows`` labels in order), ``grid.columns`` samples each."""
-    from torchvision.utils import save_image
-
-    order = list(dict.fromkeys(labels.tolist()))[: int(grid_cfg.rows)]
-    rows = [np.where(labels == lab)[0][: int(grid_cfg.columns)] for lab in order]
-    columns = min(len(r) for r in rows)
-    keep = np.concatenate([r[:columns] for r in rows])
-    grid = torch.from_numpy(np.asarray(images[keep])).permute(0, 3, 1, 2).float() / 255.0  # reads only these rows
-    if grid.shape[1] not in (1, 3):  # latent-like channel counts: show the first channel
-        grid = grid[:, :1]
-    if int(grid_cfg.upscale) > 1:
-        grid = torch.nn.functional.interpolate(grid, scale_factor=int(grid_cfg.upscale), mode="nearest")
-    tmp = path.with_name(f".{path.name}.partial.png")
-    save_image(grid, tmp, nrow=columns, padding=2, pad_value=1.0)
-    tmp.replace(path)
-
-
 def _validate(cfg: DictConfig) -> None:
     if bool(cfg.ckpt) == bool(cfg.official):
         raise DitlabError("give exactly one of ckpt=<ditlab checkpoint or run dir> and official=<DiT state dict>")
     if int(cfg.num_samples) <= 0 or int(cfg.batch_size) <= 0:
         raise DitlabError("num_samples and batch_size must be positive")
-    if cfg.precision not in PRECISIONS:
-        raise DitlabError(f"precision must be one of {', '.join(PRECISIONS)}, got '{cfg.precision}'")
+    if cfg.precision not in AUTOCAST_DTYPES:
+        raise DitlabError(f"precision must be one of {', '.join(AUTOCAST_DTYPES)}, got '{cfg.precision}'")
     if int(cfg.grid.rows) <= 0 or int(cfg.grid.columns) <= 0:
         raise DitlabError("grid.rows and grid.columns must be positive")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DitlabError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
-    return torch.device(name)
-
-
-def _autocast(precision: str, device: torch.device):
-    dtype = PRECISIONS[precision]
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def main() -> None:

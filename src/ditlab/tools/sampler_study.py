@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from ditlab.cli import CONFIG_DIR
+from ditlab.cli import compose
 from ditlab.errors import DitlabError
 
 log = logging.getLogger("ditlab")
@@ -35,22 +33,16 @@ COLUMNS = ("label", "objective", "sampler", "steps", "model_calls", "nfe", "cfg_
            "num_samples", "seed", "digits_accuracy", "frechet_distance", "reference", "fd_vs_reference", "acc_vs_reference")
 
 
-def _compose(config: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return compose(config, overrides=overrides)
-
-
 def ensure_run(objective: str, train_overrides: list[str], runs_dir: Path) -> Path:
     """The run directory of ``ditlab-train objective=<objective> <train_overrides>``, trained if needed."""
     from ditlab.training.train import train
 
-    cfg = _compose("train", [f"objective={objective}", *train_overrides, "paths.output_dir=unused"])
+    cfg = compose("train", [f"objective={objective}", *train_overrides, "paths.output_dir=unused"])
     run_dir = runs_dir / cfg.run_name
     if (run_dir / "summary.json").exists():
         log.info("reusing %s", run_dir)
         return run_dir
-    cfg = _compose("train", [f"objective={objective}", *train_overrides, f"paths.output_dir={run_dir}"])
+    cfg = compose("train", [f"objective={objective}", *train_overrides, f"paths.output_dir={run_dir}"])
     log.info("training %s", run_dir)
     train(cfg)
     return run_dir
@@ -68,7 +60,7 @@ def sample_set(run_dir: Path, entry: dict[str, Any], study: dict[str, Any]) -> t
         log.info("reusing %s", out)
         return out, json.loads((out / "samples.json").read_text())
     log.info("sampling %s", entry["label"])
-    return out, sample(_compose("sample", [*overrides, f"out={out}"]))
+    return out, sample(compose("sample", [*overrides, f"out={out}"]))
 
 
 def measure(out: Path, real: np.ndarray, cache_dir: Path) -> dict[str, float]:
@@ -99,7 +91,7 @@ def run_study(study_path: Path, runs_dir: Path, overwrite: bool = False) -> list
     outputs = [out_dir / name for name in ("results.csv", "results.md", "quality_vs_nfe.png")]
     if not overwrite and any(p.exists() for p in outputs):
         raise DitlabError(f"{out_dir} already holds results; pass --overwrite to replace them")
-    cache_dir = Path(_compose("train", ["paths.output_dir=unused"]).paths.cache_dir)
+    cache_dir = Path(compose("train", ["paths.output_dir=unused"]).paths.cache_dir)
     runs = {obj: ensure_run(obj, study.get("train_overrides", []), runs_dir) for obj in study["objectives"]}
     resolution = json.loads((runs[study["objectives"][0]] / "summary.json").read_text())["data"]["resolution"]
     real = to_uint8(load_digits_tensors(resolution)[0])

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.devices import autocast
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import build_extractor
 from ditlab.metrics.real_stats import (
@@ -33,11 +34,12 @@ from ditlab.metrics.real_stats import (
 )
 from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
 from ditlab.samplers.generate import SampleRecipe, generate
+from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
 
 log = logging.getLogger("ditlab")
 HISTORY_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "bf16")  # of ditlab.devices.AUTOCAST_DTYPES
 
 
 def interleaved_class_labels(num_classes: int, num_samples: int) -> torch.Tensor:
@@ -130,10 +132,14 @@ class EvalCallback(L.Callback):
         count, batches = real_image_batches(self.data, self.cfg.real_count, int(self.cfg.batch_size), rank, world)
         key = stats_key(self.data.describe(), self.data.resolution, count, extractor)
         self.reference[name] = {"count": count, "extractor": extractor.identity}
-        hit = _rank_zero_first(trainer, lambda: load_real_stats(self.cache_dir, key, need_features) is not None,
-                               others_run=False)
-        if hit:
-            stats = load_real_stats(self.cache_dir, key, need_features)
+        found: dict[str, RealStats | None] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
+
+        def probe() -> bool:
+            found["stats"] = load_real_stats(self.cache_dir, key, need_features)
+            return found["stats"] is not None
+
+        if _rank_zero_first(trainer, probe, others_run=False):
+            stats = found.get("stats") or load_real_stats(self.cache_dir, key, need_features)
             if stats is None:
                 raise DitlabError(f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
                                   "(DITLAB_CACHE) on storage every process sees")
@@ -190,8 +196,7 @@ class EvalCallback(L.Callback):
         grid: list[tuple[np.ndarray, np.ndarray]] = []
         nfe, drawn = 0, 0
         self.suite.reset()
-        autocast = PRECISIONS[self.cfg.precision]
-        with _rng_untouched(device), (torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()):
+        with _rng_untouched(device), autocast(self.cfg.precision, device):
             for k in range(rank, len(self.chunks), world):
                 for images, y, nfe in generate(
                     pl_module.ema, self.objective, self.sampler, encoder, self.chunks[k], latent_shape, self.guidance,
@@ -225,8 +230,7 @@ class EvalCallback(L.Callback):
     def recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, nfe: int) -> dict[str, Any]:
         return SampleRecipe(
             sampler=self.sampler.describe(),
-            guidance={"cfg_scale": self.guidance["scale"], "cfg_channels": self.guidance["channels"],
-                      "cfg_interval": self.guidance["interval"]},
+            guidance=self.guidance,
             encoder=pl_module.encoder.describe(),
             num_samples=len(self.labels),
             seed=int(self.cfg.seed),
@@ -274,18 +278,10 @@ class EvalCallback(L.Callback):
         """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
         if not grid:
             return None
-        from torchvision.utils import make_grid, save_image
-
-        images = np.concatenate([g[0] for g in grid])
-        labels = np.concatenate([g[1] for g in grid])
-        per = int(self.cfg.grid_per_class)
-        classes = sorted(set(labels.tolist()))
-        keep = np.concatenate([np.where(labels == c)[0][:per] for c in classes])
-        ncol = max(int((labels[keep] == c).sum()) for c in classes)
-        x = torch.from_numpy(images[keep]).permute(0, 3, 1, 2).float() / 255.0
-        x = torch.nn.functional.interpolate(x, scale_factor=int(self.cfg.grid_upscale), mode="nearest")
-        save_image(x, path, nrow=ncol, padding=2, pad_value=1.0)
-        return (make_grid(x, nrow=ncol, padding=2, pad_value=1.0).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        image = label_grid(np.concatenate([g[0] for g in grid]), np.concatenate([g[1] for g in grid]),
+                           int(self.cfg.grid_per_class), int(self.cfg.grid_upscale))
+        save_grid(image, path)
+        return grid_to_uint8(image)
 
 
 def _rank_zero_first(trainer: L.Trainer, fn: Callable[[], Any], others_run: bool = True) -> Any:

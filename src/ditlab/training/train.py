@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +22,9 @@ from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.errors import DitlabError
 from ditlab.models.dit import model_tag
 from ditlab.models.official import load_initial_weights
+from ditlab.provenance import git_commit
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
+from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
 from ditlab.training import run_dir as rd
 from ditlab.training.eval_callback import build_eval_callback
@@ -144,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_seconds": round(time.time() - t_start, 2),
         "sampling": recipe.as_dict(),
         "seed": int(cfg.seed),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "init_from": cfg.get("init_from"),
         **(evaluator.summary_fields() if evaluator else {"metrics": {}}),
@@ -159,13 +160,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path) -> tuple[SampleRecipe, float]:
     """Class-balanced CFG samples from the EMA weights -> samples.npz and samples_grid.png."""
-    from torchvision.utils import save_image
-
     fs = cfg.final_samples
     t0 = time.time()
     num_classes = data.num_classes
     labels = class_balanced_labels(num_classes, fs.num_samples)
     images, ys, nfe = [], [], 0
+    guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
     ema = module.ema.to(module.device)
     for batch, y, nfe in generate(
         ema,
@@ -174,7 +174,7 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
         encoder,
         labels,
         encoder.latent_shape(data.channels, data.resolution),
-        OmegaConf.to_container(cfg.guidance, resolve=True),
+        guidance,
         batch_size=fs.batch_size,
         seed=int(cfg.seed),
         num_classes=num_classes,
@@ -185,21 +185,13 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
     arr = np.concatenate(images)
     lab = np.concatenate(ys).astype(np.int64)
     np.savez(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
-    if num_classes:  # one row per class, the first grid_columns samples of each
-        keep = np.concatenate([np.where(lab == c)[0][: fs.grid_columns] for c in range(num_classes)])
-        nrow = min(fs.grid_columns, int((lab == 0).sum()))
-    else:
-        keep, nrow = np.arange(min(len(lab), fs.grid_columns**2)), fs.grid_columns
-    grid = torch.from_numpy(arr[keep]).permute(0, 3, 1, 2).float() / 255.0
-    grid = torch.nn.functional.interpolate(grid, scale_factor=fs.grid_upscale, mode="nearest")
-    save_image(grid, run_dir / "samples_grid.png", nrow=nrow, padding=2, pad_value=1.0)
+    # One row per class, the first grid_columns samples of each; unconditional: a square of them.
+    rows = lab if num_classes else np.arange(len(lab)) // fs.grid_columns
+    grid = label_grid(arr, rows, int(fs.grid_columns), int(fs.grid_upscale), None if num_classes else fs.grid_columns)
+    save_grid(grid, run_dir / "samples_grid.png")
     recipe = SampleRecipe(
         sampler=sampler.describe(),
-        guidance={
-            "cfg_scale": float(cfg.guidance.scale),
-            "cfg_channels": cfg.guidance.channels,
-            "cfg_interval": OmegaConf.to_container(cfg.guidance.interval) if cfg.guidance.interval else None,
-        },
+        guidance=guidance,
         encoder=encoder.describe(),
         num_samples=len(lab),
         seed=int(cfg.seed),
@@ -238,17 +230,3 @@ def _overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     return []
 
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except Exception:  # not a git checkout (installed wheel)
-        return None

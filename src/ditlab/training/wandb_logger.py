@@ -44,15 +44,11 @@ def resolve_mode(configured: str | None) -> str:
 
 def sweep_group() -> str | None:
     """The multirun sweep folder's name (one wandb group per sweep), None for a single run."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.core.hydra_config import HydraConfig
 
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            return Path(str(HydraConfig.get().sweep.dir)).name
-    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks)
-        return None
-    return None
+    from ditlab.sweep.jobs import in_multirun
+
+    return Path(str(HydraConfig.get().sweep.dir)).name if in_multirun() else None
 
 
 class DitlabWandbLogger(WandbLogger):
