@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +26,10 @@ def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], N
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
     def _main(cfg):
-        from ditlab.errors import DitlabError
+        from ditlab.errors import one_line_errors
 
-        try:
+        with one_line_errors():
             return task(cfg)
-        except DitlabError as e:
-            print(f"ditlab: error: {e}", file=sys.stderr)
-            sys.exit(2)
 
     return _main
 

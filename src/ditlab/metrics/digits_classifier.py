@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ditlab.atomic import write_once
-from ditlab.errors import DitlabError
+from ditlab.errors import DitlabError, one_line_errors
 
 CACHE_VERSION = 1
 
@@ -172,7 +172,6 @@ def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str |
 def main(argv: list[str] | None = None) -> None:
     import argparse
     import os
-    import sys
 
     parser = argparse.ArgumentParser(
         prog="ditlab-classify",
@@ -182,11 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=os.environ.get("DITLAB_CACHE", ".cache/ditlab"))
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         result = classify_npz(args.samples, args.cache_dir)
-    except DitlabError as e:
-        print(f"ditlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

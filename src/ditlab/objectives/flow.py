@@ -104,9 +104,8 @@ class FlowObjective(Objective):
         if self.prediction == "velocity":
             return out
         tb = expand_t_like_x(t, x)
-        drift_mean, drift_var = self.path.drift(x, tb)
         score = out / -self.path.sigma(tb)[0] if self.prediction == "noise" else out
-        return -drift_mean + drift_var * score
+        return self.path.velocity_from_score(score, x, tb)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 from typing import Any
 
-from ditlab.errors import DitlabError
+from ditlab.errors import DitlabError, one_line_errors
 from ditlab.report.analysis import (
     available_metrics, lower_is_better, points, power_law_fit, spearman, table_rows,
 )
@@ -130,11 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = parser.parse_args(argv)
     root = Path(args.dir)
-    try:
+    with one_line_errors():
         result = build_report(root, Path(args.out) if args.out else root / "report", args.metric, args.overwrite)
-    except DitlabError as e:
-        print(f"ditlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
     st = result["status"]
     print(f"{result['runs']} runs ({st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished)")
     if result["metric"]:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ditlab.cli import compose
-from ditlab.errors import DitlabError
+from ditlab.errors import DitlabError, one_line_errors
 from ditlab.provenance import git_commit
 from ditlab.tools import bench_latent_cache
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     import ditlab.training.train  # noqa: F401  (its warning filters: Lightning's EMA / pytree noise)
     names = args.only or sorted(BENCHMARKS)
-    try:
+    with one_line_errors():
         targets = {name: (args.out if args.out and len(names) == 1 else BENCHMARKS[name][1]) for name in names}
         for name, path in targets.items():
             if path.exists() and not args.overwrite:
@@ -53,9 +53,6 @@ def main(argv: list[str] | None = None) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(module.to_json(result))
             logging.getLogger("ditlab").info("%s: cached/raw = %s -> %s", name, result.get("ratio_cached_over_raw"), path)
-    except DitlabError as e:
-        print(f"ditlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import csv
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ditlab.cli import compose
-from ditlab.errors import DitlabError
+from ditlab.errors import DitlabError, one_line_errors
 
 log = logging.getLogger("ditlab")
 COLUMNS = ("label", "objective", "sampler", "steps", "model_calls", "nfe", "cfg_scale", "cfg_channels", "cfg_interval",
@@ -191,11 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing results files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
+    with one_line_errors():
         run_study(args.study, args.runs_dir, args.overwrite)
-    except DitlabError as e:
-        print(f"ditlab: error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
