@@ -45,6 +45,17 @@ def train_cfg(tmp_path):
     return _make
 
 
+def randomize_weights(module, std: float, only_zero: bool = False) -> None:
+    """Draw trainable tensors from N(0, std²) (with ``only_zero``: just the zero-initialised ones), so no
+    zero-init hides a wrong weight mapping or a skipped code path. Uses the global torch RNG."""
+    import torch
+
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad and not (only_zero and p.any()):
+                p.normal_(std=std)
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a console script of this venv as a user would."""
     exe = Path(sys.executable).parent / args[0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import FAST, compose_train, run_cli
+from conftest import FAST, compose_train, randomize_weights, run_cli
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import BLOCKS, Conditioning, DiTBlock
 from ditlab.models.dit import DiT
@@ -105,10 +105,7 @@ def test_gradients_reach_every_parameter(block):
 def test_one_step_changes_every_trainable_parameter_once_zero_inits_have_moved(block):
     # A model past its first steps (zero-initialised tensors set to small values): one step moves all.
     model = small_dit(block)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad and not p.any():
-                p.normal_(std=0.02)
+    randomize_weights(model, std=0.02, only_zero=True)
     before = regression_steps(model, steps=1)
     assert changed(model, before) == {k for k, p in model.named_parameters() if p.requires_grad}
 
@@ -126,9 +123,7 @@ def test_class_label_changes_the_output_after_a_few_steps(block):
 
 def test_in_context_appends_t_and_y_tokens_and_drops_them_before_the_final_layer():
     model = small_dit("in_context").eval()
-    with torch.no_grad():
-        for p in model.final_layer.parameters():
-            p.normal_(std=0.1)
+    randomize_weights(model.final_layer, std=0.1)
     seen = {}
     model.blocks[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("block_in", args[0]))
     model.blocks[-1].register_forward_hook(lambda m, args, out: seen.__setitem__("block_out", out))

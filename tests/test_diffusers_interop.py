@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import randomize_weights
 from ditlab.errors import DitlabError
 from ditlab.models.diffusers_interop import from_diffusers, to_diffusers, use_official_timestep_frequencies
 from ditlab.models.dit import DiT
@@ -13,10 +14,7 @@ def trained_looking_dit(**kw) -> DiT:
     args = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
     torch.manual_seed(0)
     model = DiT(**{**args, **kw})
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(std=0.3)
+    randomize_weights(model, std=0.3)
     return model.eval()
 
 

@@ -8,7 +8,7 @@ import csv
 import pytest
 import torch
 
-from conftest import compose_train
+from conftest import compose_train, randomize_weights
 from ditlab.build import build_model
 from ditlab.models.dit import DiT
 from ditlab.models.layers import Attention, CrossAttention
@@ -20,10 +20,7 @@ BLOCK_NAMES = ["adaln_zero", "adaln", "cross_attn", "in_context"]
 def nontrivial_dit(block: str, **kw) -> DiT:
     torch.manual_seed(0)
     model = DiT(input_size=8, patch_size=2, hidden_size=64, depth=2, num_heads=4, num_classes=10, block=block, **kw)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(std=0.1)
+    randomize_weights(model, std=0.1)
     return model
 
 

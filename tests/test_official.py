@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_train
+from conftest import compose_train, randomize_weights
 from ditlab.build import build_encoder, build_objective, build_sampler
 from ditlab.errors import DitlabError
 from ditlab.models import from_official
@@ -123,10 +123,7 @@ def test_official_weights_sample_through_ditlabs_sampler():
 def random_fast_state_dict() -> dict:
     torch.manual_seed(3)
     model = DiT(**FAST_MODEL)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(std=0.05)
+    randomize_weights(model, std=0.05)
     return model.state_dict()
 
 

@@ -122,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_seconds = time.time() - t_fit
     # ModelCheckpoint saves on its step interval only; the final state always lands in last.ckpt.
     # (Called on every rank: saving is collective under sharded strategies.)
-    trainer.save_checkpoint(run_dir / rd.CHECKPOINT_DIR / rd.LAST_CKPT)
+    trainer.save_checkpoint(run_dir / rd.CHECKPOINT_DIR / rd.LAST_CKPT, weights_only=False)  # full: optimizer + loops, to resume
     if not trainer.is_global_zero:
         return {}
 
