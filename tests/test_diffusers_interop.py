@@ -1,4 +1,5 @@
-"""ditlab adaLN-Zero <-> diffusers DiTTransformer2DModel with equal outputs (dit_reference §0.3, §1.12)."""
+"""ditlab adaLN-Zero <-> diffusers DiTTransformer2DModel with equal outputs (official key mapping;
+diffusers' timestep frequencies patched to DiT's)."""
 
 import pytest
 import torch

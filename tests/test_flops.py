@@ -1,4 +1,5 @@
-"""Gflops in the paper's convention: ditlab-flops against paper Table 4 (dit_reference §2, §3, §1.11)."""
+"""Gflops in the paper's convention: ditlab-flops against paper Table 4 (and parameter counts of the
+official models.py)."""
 
 import json
 
@@ -25,7 +26,7 @@ PAPER_GFLOPS = {
 }
 # The Fig. 5 designs at XL/2 (paper Table 4 / §3.2).
 PAPER_BLOCK_GFLOPS = {"adaln_zero": 118.64, "adaln": 118.56, "cross_attn": 137.62, "in_context": 119.37}
-# dit_reference §1.11: parameters in all (pos_embed included) / trainable, from the official code.
+# Parameters in all (pos_embed included) / trainable, from the official code.
 OFFICIAL_PARAMS = {
     "DiT-S/8": (33_148_160, 33_142_016), "DiT-S/4": (32_945_024, 32_920_448), "DiT-S/2": (32_963_360, 32_865_056),
     "DiT-B/8": (130_881_536, 130_869_248), "DiT-B/4": (130_475_648, 130_426_496),
@@ -74,7 +75,7 @@ def test_ditlab_flops_table_for_one_composition(tmp_path):
     assert res.returncode == 0, res.stderr
     header, rule, row = res.stdout.strip().splitlines()
     assert header.split() == ["name", "patch", "block", "tokens", "params", "gflops"]
-    # DiT-XL/2 at 512x512: 1024 tokens, 676,014,368 params, paper 524.60 Gflops (dit_reference §3.3).
+    # DiT-XL/2 at 512x512: 1024 tokens, 676,014,368 params, paper 524.60 Gflops (Table 4).
     assert row.split()[:5] == ["DiT-XL/2", "2", "adaln_zero", "1024", "676,014,368"]
     assert float(row.split()[5]) == paper_tolerance(524.60)
 
@@ -117,7 +118,7 @@ def test_param_counts_equal_the_official_code(name):
 
 def test_attention_is_counted_even_with_the_fused_cpu_kernel():
     # On CPU, fused SDPA is invisible to FlopCounterMode; measured_gflops forces the MATH kernel. The
-    # missing term would be depth * 2 T^2 D (dit_reference §3.3): check both paths give the same count.
+    # missing term would be depth * 2 T^2 D (QKᵀ and AV): check both paths give the same count.
     kw = dict(input_size=16, patch_size=2, hidden_size=64, depth=2, num_heads=4, num_classes=10)
     sdpa, math = DiT(**kw, attn_backend="sdpa"), DiT(**kw, attn_backend="math")
     assert measured_gflops(sdpa) == measured_gflops(math) == pytest.approx(closed_form_gflops(sdpa), rel=1e-12)

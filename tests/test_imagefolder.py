@@ -1,4 +1,4 @@
-"""data=imagefolder: ImageNet layout, ADM crop (dit_reference §8.7), RGB conversion, corrupt images."""
+"""data=imagefolder: ImageNet layout, ADM crop (DiT train.py's center_crop_arr), RGB conversion, corrupt images."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def textured(w, h, seed=0):
 
 @pytest.mark.parametrize(
     "size, steps, offset",
-    [  # dit_reference §8.7, "ADM center crop to 256": input, resampling steps, crop offset
+    [  # Produced by the official center_crop_arr, cropping to 256: input, resampling steps, crop offset
         ((500, 375), [("bicubic", (341, 256))], (42, 0)),
         ((1200, 900), [("box", (600, 450)), ("bicubic", (341, 256))], (42, 0)),
         ((640, 480), [("bicubic", (341, 256))], (42, 0)),

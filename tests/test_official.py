@@ -1,4 +1,4 @@
-"""Official checkpoints -> ditlab: from_official (dit_reference §1.12, §8.8) and fine-tuning with init_from."""
+"""Official checkpoints -> ditlab: from_official (official state-dict keys, official outputs) and fine-tuning with init_from."""
 
 import argparse
 
@@ -15,7 +15,7 @@ from ditlab.samplers.generate import generate
 from ditlab.training.train import train
 from test_reference_model import assert_official_outputs, deterministic_fill, reference_inputs, tiny_official_dit
 
-# §8.8's tiny DiT is no preset: name a preset of the same heads (tiny: 4) and override depth and width.
+# The reference tiny DiT is no preset: name a preset of the same heads (tiny: 4) and override depth and width.
 TINY = dict(name="DiT-tiny/2", input_size=8, num_classes=10, depth=2, hidden_size=64)
 # The model the FAST training config builds (digits 8x8x1, patch 4, 10 classes).
 FAST_MODEL = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10)

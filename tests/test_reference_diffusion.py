@@ -1,4 +1,5 @@
-"""Improved-DDPM numerics against the official code's numbers (dit_reference.md §8.3–§8.7)."""
+"""Improved-DDPM numerics against the official code's numbers (DiT's diffusion/: constants, respacing, hybrid
+loss, p_sample and DDIM on the respaced 250-step chain)."""
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_p_mean_variance_and_steps_on_250_chain(diffusion):
 
 
 class RampModel(nn.Module):
-    """§8.6 loop model: [0.1 x + 0.01 t/1000, 0] over 8 channels, t the original index."""
+    """Loop model of the reference check: [0.1 x + 0.01 t/1000, 0] over 8 channels, t the original index."""
 
     def __init__(self):
         super().__init__()

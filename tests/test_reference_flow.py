@@ -1,4 +1,5 @@
-"""SiT transport numerics against the official code's numbers (dit_reference.md §8.9)."""
+"""SiT transport numerics against the official code's numbers (SiT's transport/: path coefficients,
+conversions, losses, sampling intervals, Euler steps)."""
 
 import math
 

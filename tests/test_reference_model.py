@@ -1,4 +1,5 @@
-"""The DiT backbone against the official implementation's numbers (dit_reference.md §1, §8.1, §8.2, §8.8)."""
+"""The DiT backbone against the official implementation's numbers (DiT's models.py: sin-cos pos-embed,
+timestep embedding, an end-to-end tiny DiT)."""
 
 import math
 
@@ -18,7 +19,8 @@ def tiny_official_dit(**kw) -> DiT:
 
 
 def deterministic_fill(model: DiT) -> None:
-    """§8.8: every entry but pos_embed := 0.02 sin(0.37 i + 1.3 (j + 1)), j = key position."""
+    """The end-to-end reference check's weights: every entry but pos_embed := 0.02 sin(0.37 i + 1.3 (j + 1)),
+    j = key position."""
     sd = model.state_dict()
     for j, key in enumerate(sd):
         if key == "pos_embed":
@@ -62,7 +64,7 @@ def test_output_is_exactly_zero_at_init():
 
 
 def assert_official_outputs(model: DiT) -> None:
-    """§8.8: the official implementation's outputs for the deterministic weights."""
+    """The official implementation's outputs for the deterministic weights."""
     x, t, y = reference_inputs()
     with torch.no_grad():
         out = model(x, t, y)
@@ -175,7 +177,7 @@ def test_label_dropout_uses_null_class_only_in_training():
 
 
 def test_param_count_matches_paper_closed_form():
-    # DiT-S/8 at 32x32x4 with 1000 classes: 33,148,160 parameters in all (dit_reference §1.11).
+    # DiT-S/8 at 32x32x4 with 1000 classes: 33,148,160 parameters in all (official models.py).
     model = DiT(input_size=32, patch_size=8, hidden_size=384, depth=12, num_heads=6, num_classes=1000)
     assert sum(p.numel() for p in model.parameters()) == 33_148_160
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 33_142_016

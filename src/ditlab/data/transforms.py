@@ -1,6 +1,7 @@
 """Image preprocessing shared by training and latent extraction (DiT's, via ADM).
 
-``adm_center_crop`` is ADM's ``center_crop_arr`` (dit_reference §4.6; examples in §8.7):
+``adm_center_crop`` is ADM's ``center_crop_arr`` (DiT's ``train.py``, from ADM's
+``guided_diffusion/image_datasets.py``):
 halve with BOX while the short side is at least twice the target, resize the short side to the
 target with BICUBIC, then crop the centre square.
 """

@@ -1,6 +1,6 @@
 """adaLN-Zero ditlab models <-> diffusers ``DiTTransformer2DModel`` (for ``DiTPipeline``), same outputs.
 
-Key mapping (dit_reference §1.12): ``x_embedder.proj`` -> ``pos_embed.proj``; the fused ``attn.qkv``
+Key mapping (official ``models.py`` names -> diffusers): ``x_embedder.proj`` -> ``pos_embed.proj``; the fused ``attn.qkv``
 splits into ``attn1.to_q/to_k/to_v``; ``attn.proj`` -> ``attn1.to_out.0``; ``mlp.fc1/fc2`` ->
 ``ff.net.0.proj`` / ``ff.net.2``; ``adaLN_modulation.1`` -> ``norm1.linear``; the final layer ->
 ``proj_out_1`` (modulation) / ``proj_out_2`` (linear). diffusers has no shared embedders: the
@@ -9,7 +9,8 @@ timestep MLP and label table are copied into **every** block, and its final laye
 Three diffusers behaviours differ from DiT and are set on every block of an exported model:
 
 * timestep frequencies: diffusers uses ``downscale_freq_shift=1`` (exp(-ln 1e4 * k / 127)); DiT
-  uses 0 (k / 128). Outputs differ by O(1) unless it is 0 (dit_reference §0.3). The attribute is
+  uses 0 (k / 128). With converted weights the outputs differ by O(1) (max |Δ| 3.6 on a toy model)
+  unless it is 0. The attribute is
   not part of the diffusers config, so call :func:`use_official_timestep_frequencies` again after
   ``DiTTransformer2DModel.from_pretrained``;
 * label dropout is drawn independently per block in training: set to 0 (drop labels yourself,

@@ -41,7 +41,7 @@ class TimestepEmbedder(nn.Module):
     @staticmethod
     def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
         # Frequencies exp(-ln(max_period) * k / half) for k < half, in float32 (GLIDE / official DiT;
-        # diffusers divides by half - 1 instead, see dit_reference §0.3).
+        # diffusers' DiTTransformer2DModel divides by half - 1 instead: downscale_freq_shift=1).
         half = dim // 2
         freqs = torch.exp(
             -math.log(max_period) * torch.arange(start=0, end=half, dtype=torch.float32, device=t.device) / half

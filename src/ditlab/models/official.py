@@ -1,6 +1,6 @@
 """Official DiT checkpoints (and ditlab's own) -> a ditlab :class:`~ditlab.models.dit.DiT`.
 
-ditlab's backbone uses the official parameter names and order (dit_reference §1.12), so loading is
+ditlab's backbone uses the official parameter names and order (DiT's ``models.py``), so loading is
 a shape-checked ``load_state_dict``. Three file formats are understood:
 
 * a **bare state dict**, like the published ``DiT-XL-2-256x256.pt`` / ``DiT-XL-2-512x512.pt``;
@@ -62,7 +62,8 @@ def from_official(
 
     A ditlab checkpoint carries its own architecture: ``name``, ``input_size`` and ``num_classes``
     are then read from the checkpoint instead. The output of ``forward(x, t, y)`` equals the official
-    implementation's (N, 2C, H, W) output to float32 precision (tested on dit_reference §8.8).
+    implementation's (N, 2C, H, W) output to float32 precision (tested against numbers the official ``models.py`` produced
+    for a deterministically filled tiny DiT).
     """
     source = _describe(state_dict_or_path)
     ckpt = read_checkpoint(state_dict_or_path)

@@ -1,7 +1,8 @@
-"""SiT-style flow matching / stochastic interpolants (dit_reference §6).
+"""SiT-style flow matching / stochastic interpolants (SiT, Ma et al., arXiv 2401.08740;
+official repository ``transport/``).
 
 Conventions are SiT's: t = 0 is noise, t = 1 is data, and the network receives the float t in
-[0, 1] unscaled (no ×1000; §0.11). The network predicts C channels: a velocity (default), a
+[0, 1] unscaled (no ×1000, as SiT's ``transport/transport.py``). The network predicts C channels: a velocity (default), a
 noise or a score. The backbone is not told which; only :meth:`FlowObjective.loss` and
 :meth:`FlowObjective.velocity` interpret its output.
 """

@@ -2,7 +2,8 @@
 
 Tables are built in float64 and cast to float32 when gathered, exactly like the official code,
 so schedule constants, the hybrid loss and the sampling steps match it to float precision
-(``dit_reference.md`` §4, §8.3–8.6). This module is pure maths on tensors: it never calls a
+(DiT's ``diffusion/gaussian_diffusion.py`` and ``respace.py``; the tests compare with numbers
+that code produced). This module is pure maths on tensors: it never calls a
 network. Objectives and samplers pass model outputs in.
 """
 

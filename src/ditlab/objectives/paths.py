@@ -1,6 +1,6 @@
 """SiT interpolants x_t = α_t·x1 + σ_t·x0 between noise x0 (t = 0) and data x1 (t = 1).
 
-Formulas follow SiT's ``transport/path.py`` (dit_reference §6.2); every method takes ``t``
+Formulas follow SiT's ``transport/path.py`` (official SiT repository); every method takes ``t``
 already shaped to broadcast against ``x`` (e.g. (N, 1, 1, 1)) and works in ``t``'s dtype.
 ``drift`` returns SiT's pair (drift_mean, drift_var) = (−f·x, g²/2) with f = α̇/α, so the
 probability-flow velocity is v = −drift_mean + drift_var·score.

@@ -2,7 +2,7 @@
 
 The grid is ``linspace(t0, t1, steps + 1)`` over the objective's sampling interval, so ``steps``
 is the number of integration steps (SiT's ``--num-sampling-steps N`` counts grid points: N − 1
-steps). Euler's step is torchdiffeq's ``euler`` (dit_reference §8.9). Heun (2nd order) adds a
+steps). Euler's step is torchdiffeq's ``euler``, which SiT's ODE sampler uses. Heun (2nd order) adds a
 corrector at the next grid point; like EDM it skips the corrector on the last step unless
 ``correct_last_step`` is set, so it costs 2·steps − 1 model calls.
 """

@@ -1,7 +1,8 @@
 """Classifier-free guidance as a wrapper around the network, and the NFE counter every sampler reports.
 
 ``channels: all`` guides every predicted channel (ε, velocity, ...); ``first3`` is the official
-DiT/SiT/LightningDiT behaviour that guides only output channels 0-2 (dit_reference §4.8) and
+DiT/SiT/LightningDiT behaviour that guides only output channels 0-2 (DiT's ``models.py``
+``forward_with_cfg``; the DiT maintainer's note in DiT pull request #12) and
 exists to reproduce their published numbers. ``interval: [lo, hi]`` applies guidance only while
 the noise level (0 = data, 1 = pure noise) lies in [lo, hi]; outside it one conditional pass is run.
 """

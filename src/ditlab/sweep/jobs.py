@@ -49,7 +49,7 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
 def check_sweep_strategy(cfg: DictConfig) -> None:
     """Inside SLURM (a submitit preset) one task per device; elsewhere no multi-device ``ddp`` in a
-    multirun (Lightning would re-run the whole sweep in every extra process; see README: sweeps)."""
+    multirun (Lightning would re-run the whole sweep in every extra process; see docs/sweeps.md)."""
     strategy, devices = str(cfg.trainer.get("strategy")), cfg.trainer.get("devices")
     slurm_tasks = os.environ.get("SLURM_NTASKS_PER_NODE")
     if slurm_tasks is not None:

@@ -9,7 +9,8 @@ Two independent counts:
 * :func:`measured_gflops` runs the model once under ``torch.utils.flop_counter.FlopCounterMode``
   with the MATH attention kernel (CPU's fused SDPA kernel is not in the flop registry and would
   count 0) and halves the FLOPs to get MACs.
-* :func:`closed_form_gflops` is the analytic sum of the same terms (dit_reference §3.2), used to
+* :func:`closed_form_gflops` is the analytic sum of the same terms (per block: QKV/projection/MLP matmuls, QKᵀ and AV,
+  conditioning Linears; plus patch embedding, timestep MLP and final layer), used to
   cross-check the measurement in tests.
 """
 

@@ -2,7 +2,7 @@
 
 Layout of ``runs/<run_name>/``::
 
-    config.yaml         resolved config (reproduce: see README)
+    config.yaml         resolved config (reproduce: see docs/outputs.md)
     overrides.txt       the command-line overrides
     checkpoints/        last.ckpt (+ periodic step*.ckpt): model, EMA, optimizer, step, RNG
     logs/version_*/     one CSV log per attempt (a resume adds one); merged into metrics.csv
