@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from importlib.resources import files
 from typing import Any, Callable
 
-CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+# The YAML configs ship inside the package (package data ``ditlab/conf/**``; in a checkout,
+# src/ditlab/conf links to the root conf/), so an installed wheel finds them wherever it runs.
+CONFIG_DIR = str(files("ditlab") / "conf")
 
 
 def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
