@@ -13,6 +13,8 @@ Two class attributes tell the backbone how to wire a design:
 * ``final_layer_modulation``: whether the final layer is adaLN-modulated by ``c``.
 
 ``initialize()`` applies the design's zero-inits after the backbone's generic init.
+``macs(seq_len)`` is the design's closed-form multiply-add count for one image (paper convention,
+:mod:`ditlab.models.accounting`); a design that does not define it is counted by measurement only.
 Add a design with ``@BLOCKS.register("name")`` on a subclass of :class:`DiTBlock`.
 """
 
@@ -27,12 +29,13 @@ from ditlab.models.layers import Attention, CrossAttention, Mlp, modulate
 from ditlab.registry import Registry
 
 BLOCKS: Registry[type["DiTBlock"]] = Registry("block", "block")
+CONDITIONING_TOKENS = 2  # cond.tokens = [t_emb, y_emb]
 
 
 @dataclass
 class Conditioning:
     c: torch.Tensor  # (N, D) = t_emb + y_emb
-    tokens: torch.Tensor  # (N, 2, D) = [t_emb, y_emb]
+    tokens: torch.Tensor  # (N, CONDITIONING_TOKENS, D) = [t_emb, y_emb]
 
 
 class DiTBlock(nn.Module):
@@ -46,6 +49,16 @@ class DiTBlock(nn.Module):
 
     def initialize(self) -> None:
         """Design-specific init, run after xavier init of every Linear."""
+
+    def macs(self, seq_len: int) -> int | None:
+        """Multiply-adds of one forward pass on one image's ``seq_len`` tokens (norms, activations and
+        elementwise ops free). ``None``: not declared, so only the measured Gflops apply. A design that
+        overrides ``forward`` must override this too, or its inherited count is not used."""
+        return None
+
+    def attn_mlp_macs(self, seq_len: int) -> int:
+        """The self-attention + MLP part every design shares."""
+        return self.attn.macs(seq_len) + self.mlp.macs(seq_len)
 
     def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -74,6 +87,9 @@ class AdaLNZeroBlock(DiTBlock):
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
+    def macs(self, seq_len: int) -> int:
+        return self.attn_mlp_macs(seq_len) + _linear_macs(self.adaLN_modulation[-1])  # modulation: once per image
+
 
 @BLOCKS.register("adaln")
 class AdaLNBlock(DiTBlock):
@@ -99,6 +115,9 @@ class AdaLNBlock(DiTBlock):
         x = x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
+    def macs(self, seq_len: int) -> int:
+        return self.attn_mlp_macs(seq_len) + _linear_macs(self.adaLN_modulation[-1])  # modulation: once per image
+
 
 @BLOCKS.register("cross_attn")
 class CrossAttentionBlock(DiTBlock):
@@ -119,6 +138,9 @@ class CrossAttentionBlock(DiTBlock):
         x = x + self.mlp(self.norm2(x))
         return x
 
+    def macs(self, seq_len: int) -> int:
+        return self.attn_mlp_macs(seq_len) + self.cross_attn.macs(seq_len, CONDITIONING_TOKENS)
+
 
 @BLOCKS.register("in_context")
 class InContextBlock(DiTBlock):
@@ -136,3 +158,10 @@ class InContextBlock(DiTBlock):
         x = x + self.attn(self.norm1(x))
         x = x + self.mlp(self.norm2(x))
         return x
+
+    def macs(self, seq_len: int) -> int:
+        return self.attn_mlp_macs(seq_len)  # seq_len already counts the two context tokens
+
+
+def _linear_macs(linear: nn.Linear) -> int:
+    return linear.in_features * linear.out_features

@@ -152,6 +152,11 @@ class Attention(nn.Module):
         out = attention(qkv[0], qkv[1], qkv[2], self.backend)  # (N, H, T, d)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
+    def macs(self, seq_len: int) -> int:
+        """Multiply-adds for one sequence: qkv + output projections, then QKᵀ and AV."""
+        D = self.proj.in_features
+        return 4 * seq_len * D * D + 2 * seq_len * seq_len * D
+
 
 class CrossAttention(nn.Module):
     """Image tokens (queries) attend to a short conditioning sequence (keys/values)."""
@@ -172,6 +177,11 @@ class CrossAttention(nn.Module):
         out = attention(q, kv[0], kv[1], self.backend)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
+    def macs(self, seq_len: int, context_len: int) -> int:
+        """Multiply-adds for one sequence: q + output projections, k/v projections, QKᵀ and AV."""
+        D = self.proj.in_features
+        return 2 * seq_len * D * D + 2 * context_len * D * D + 2 * seq_len * context_len * D
+
 
 class Mlp(nn.Module):
     """fc1 -> GELU(tanh) -> fc2, as in the official DiT blocks."""
@@ -184,3 +194,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    def macs(self, seq_len: int) -> int:
+        """Multiply-adds for one sequence: fc1 + fc2."""
+        return 2 * seq_len * self.fc1.in_features * self.fc1.out_features

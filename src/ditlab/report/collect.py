@@ -62,11 +62,10 @@ def _describe_unfinished(path: Path) -> dict[str, Any]:
     try:
         from omegaconf import OmegaConf
 
-        from ditlab.models.dit import model_tag
+        from ditlab.models.accounting import describe_model
 
         cfg = OmegaConf.load(path / "config.yaml")
-        return {"model": model_tag(cfg.model.name, cfg.model.patch_size), "patch_size": int(cfg.model.patch_size),
-                "block": cfg.block.name, "run_name": cfg.get("run_name")}
+        return {**describe_model(cfg.model, cfg.block), "run_name": cfg.get("run_name")}
     except Exception:  # noqa: BLE001 - no or unreadable config: the path is all there is
         return {}
 

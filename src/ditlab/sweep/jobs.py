@@ -94,22 +94,20 @@ def _describe(cfg: DictConfig) -> dict[str, Any]:
     """What the report needs to place a failed run in its table; every field is best effort."""
     from hydra.core.hydra_config import HydraConfig
 
-    from ditlab.models.dit import model_tag
+    from ditlab.models.accounting import describe_model
 
+    parts = (  # each a dict of fields; a part whose config is broken is left out
+        lambda: {"run_name": cfg.run_name},
+        lambda: {"run_dir": str(Path(cfg.paths.output_dir).resolve())},
+        lambda: describe_model(cfg.model, cfg.block),  # model tag, block, patch: as in summary.json
+        lambda: {"seed": int(cfg.seed)},
+        lambda: {"job": int(HydraConfig.get().job.num)},
+        lambda: {"overrides": list(HydraConfig.get().overrides.task)},
+    )
     out: dict[str, Any] = {}
-    getters = {
-        "run_name": lambda: cfg.run_name,
-        "run_dir": lambda: str(Path(cfg.paths.output_dir).resolve()),
-        "model": lambda: model_tag(cfg.model.name, cfg.model.patch_size),
-        "block": lambda: cfg.block.name,
-        "patch_size": lambda: int(cfg.model.patch_size),
-        "seed": lambda: int(cfg.seed),
-        "job": lambda: int(HydraConfig.get().job.num),
-        "overrides": lambda: list(HydraConfig.get().overrides.task),
-    }
-    for key, get in getters.items():
+    for part in parts:
         try:
-            out[key] = get()
+            out.update(part())
         except Exception:  # noqa: BLE001 - a broken config is the failure being recorded
             pass
     return out

@@ -32,7 +32,7 @@ from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.cache.extract import extract
 from ditlab.devices import resolve_device
 from ditlab.models.dit import model_tag
-from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
+from ditlab.models.accounting import closed_form_gflops, count_params, measured_gflops
 from ditlab.training.ema import update_ema
 from ditlab.training.module import DiffusionModule
 

@@ -6,7 +6,7 @@ Every model is composed from the real ``model`` and ``block`` config groups and 
 :func:`ditlab.build.build_model`, the constructor training uses, on the **meta** device: shapes
 without storage, so DiT-XL costs no memory and a count takes about a second.
 
-The convention (paper Table 4) is documented in :mod:`ditlab.tools.flops`.
+The convention (paper Table 4) is documented in :mod:`ditlab.models.accounting`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ def count_composition(
 ) -> dict[str, Any]:
     """One table record for a ``model`` + ``block`` group pair at the given latent shape."""
     from ditlab.build import build_model
-    from ditlab.models.dit import model_tag
-    from ditlab.tools.flops import count_params, measured_gflops
+    from ditlab.models.accounting import describe_model
 
     with torch.device("meta"):  # parameters without storage: counting needs shapes only
         model = build_model(
@@ -39,14 +38,8 @@ def count_composition(
             out_channels=2 * in_channels if learn_sigma else in_channels,
             num_classes=num_classes,
         )
-    return {
-        "name": model_tag(model_cfg.name, model_cfg.patch_size),
-        "patch_size": int(model_cfg.patch_size),
-        "block": str(block_cfg.name),
-        "tokens": model.num_tokens,
-        "params": count_params(model)["params"],
-        "gflops": round(measured_gflops(model), 6),
-    }
+    described = describe_model(model_cfg, block_cfg, model)
+    return {"name": described["model"], **{key: described[key] for key in RECORD_KEYS[1:]}}
 
 
 def compositions(cfg: DictConfig) -> list[DictConfig]:

@@ -20,12 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab.errors import DitlabError
-from ditlab.models.dit import model_tag
+from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
 from ditlab.provenance import git_commit
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
-from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
 from ditlab.training import run_dir as rd
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.loggers import build_logger
@@ -67,15 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if cfg.get("init_from") and ckpt_path is None:  # fine-tuning: the model and its EMA start from these weights
         load_initial_weights(model, cfg.init_from)
-    stats = {
-        "model": model_tag(cfg.model.name, cfg.model.patch_size),
-        "block": cfg.block.name,
-        "patch_size": cfg.model.patch_size,
-        "tokens": model.num_tokens,
-        **count_params(model),
-        "gflops": round(measured_gflops(model), 6),
-        "gflops_closed_form": round(closed_form_gflops(model), 6),
-    }
+    stats = describe_model(cfg.model, cfg.block, model)
     log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
 
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
