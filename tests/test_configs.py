@@ -12,7 +12,7 @@ from conftest import compose_train
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab.cli import CONFIG_DIR
 
-GROUPS = ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "eval", "paths"]
+GROUPS = ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "callbacks", "eval", "paths"]
 
 
 def options(group: str) -> list[str]:
@@ -26,7 +26,7 @@ def test_every_group_has_options_and_the_defaults_are_the_quickstart():
     assert all(options(g) for g in GROUPS)
     cfg = compose_train(fast=False)
     assert (cfg.model.name, cfg.model.patch_size, cfg.block.name, cfg.objective.name, cfg.data.name,
-            cfg.encoder.name, cfg.logger.name) == ("tiny", 2, "adaln_zero", "ddpm", "digits", "identity", "csv")
+            cfg.encoder.name, list(cfg.logger)) == ("tiny", 2, "adaln_zero", "ddpm", "digits", "identity", ["csv"])
 
 
 @pytest.mark.parametrize("group,option", ALL, ids=[f"{g}={o}" for g, o in ALL])

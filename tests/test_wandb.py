@@ -35,7 +35,7 @@ def test_offline_run_summary_holds_gflops_and_the_metric(train_cfg, tmp_path, mo
 
 
 def test_disabled_mode_writes_nothing(train_cfg, tmp_path):
-    train(train_cfg("logger=wandb", "logger.mode=disabled"))
+    train(train_cfg("logger=wandb", "logger.wandb.mode=disabled"))
     assert offline_run_files(tmp_path / "run") == []
 
 
@@ -44,5 +44,5 @@ def test_mode_comes_from_config_then_environment(monkeypatch):
     assert resolve_mode(None) == "offline" and resolve_mode("disabled") == "disabled"
     monkeypatch.delenv("WANDB_MODE")
     assert resolve_mode(None) == "online"
-    with pytest.raises(DitlabError, match="logger.mode"):
+    with pytest.raises(DitlabError, match="logger.wandb.mode"):
         resolve_mode("sometimes")

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+from ditlab import progress
 from ditlab.atomic import remove_temporaries
 from ditlab.build import build_data, build_encoder
 from ditlab.cache import manifest as mf
@@ -33,6 +34,11 @@ LOG_DIR = "logs"
 
 def extract(cfg: DictConfig) -> dict[str, Any]:
     """Encode this process's shards; returns the manifest (``complete`` once every shard exists)."""
+    with progress.enabled_if(cfg.get("progress", True)):
+        return _extract(cfg)
+
+
+def _extract(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "cache_dir"):
         raise DitlabError("cache_dir is not set: pass the directory for the cache, e.g. cache_dir=/data/latents/in256")
     rank, world = int(cfg.rank), int(cfg.world_size)
@@ -66,19 +72,22 @@ def extract(cfg: DictConfig) -> dict[str, Any]:
     mine = [k for k in range(len(plan["shards"])) if k % world == rank]
     log.info("process %d/%d: %d of %d shards, %d images, encoder %s on %s", rank, world, len(mine),
              len(plan["shards"]), len(dataset), encoder.describe().get("path", encoder.name), device)
-    for k in mine:
-        spec = plan["shards"][k]
-        path = cache_dir / spec["file"]
-        done = shard_meta(path)
-        if done is not None and (done["first_index"], done["end_index"]) == (spec["first_index"], spec["end_index"]):
-            log.info("shard %d: kept (finished earlier)", k)
-            continue
-        remove_temporaries(path)
-        t0 = time.time()
-        tensors, meta = _encode_shard(cfg, data, encoder, dataset, spec, device)
-        write_shard(path, tensors, meta)
-        log.info("shard %d: %d images in %.1f s%s", k, meta["count"], time.time() - t0,
-                 f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "")
+    my_images = sum(plan["shards"][k]["end_index"] - plan["shards"][k]["first_index"] for k in mine)
+    with progress.bar(total=my_images, desc=f"extract (rank {rank})", unit="img") as bar:
+        for k in mine:
+            spec = plan["shards"][k]
+            path = cache_dir / spec["file"]
+            done = shard_meta(path)
+            if done is not None and (done["first_index"], done["end_index"]) == (spec["first_index"], spec["end_index"]):
+                log.info("shard %d: kept (finished earlier)", k)
+                bar.update(spec["end_index"] - spec["first_index"])
+                continue
+            remove_temporaries(path)
+            t0 = time.time()
+            tensors, meta = _encode_shard(cfg, data, encoder, dataset, spec, device, bar)
+            write_shard(path, tensors, meta)
+            log.info("shard %d: %d images in %.1f s%s", k, meta["count"], time.time() - t0,
+                     f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "")
     return finalize(cache_dir, plan)
 
 
@@ -100,7 +109,7 @@ def finalize(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def _encode_shard(cfg, data, encoder, dataset, spec, device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _encode_shard(cfg, data, encoder, dataset, spec, device, bar) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     dtype = DTYPES[str(cfg.dtype)]
     subset = Subset(dataset, range(spec["first_index"], spec["end_index"]))
     loader = DataLoader(subset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
@@ -114,6 +123,7 @@ def _encode_shard(cfg, data, encoder, dataset, spec, device) -> tuple[dict[str, 
         keep = torch.tensor([not p for p in bad_paths], dtype=torch.bool)
         x, label, index = x[keep], label[keep], index[keep]
         if len(x) == 0:
+            bar.update(len(bad_paths))
             continue
         n = len(x)
         mean, std = encoder.posterior(torch.cat([x, x.flip(-1)]).to(device))  # (2n, C, h, w)
@@ -124,6 +134,7 @@ def _encode_shard(cfg, data, encoder, dataset, spec, device) -> tuple[dict[str, 
             parts.setdefault(name, []).append(value.to(dtype).cpu())
         parts.setdefault("label", []).append(label.long())
         parts.setdefault("index", []).append(index.long())
+        bar.update(len(bad_paths))
     tensors = {name: torch.cat(values) for name, values in parts.items()}
     count = len(tensors["label"]) if tensors else 0
     meta = {"first_index": spec["first_index"], "end_index": spec["end_index"], "count": count, "skipped": skipped}

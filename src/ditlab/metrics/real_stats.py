@@ -23,6 +23,7 @@ from ditlab.atomic import write_once
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.images import real_to_uint8, to_metric_input
+from ditlab.progress import bar as progress_bar
 
 CACHE_SUBDIR = "real_stats"
 CACHE_FORMAT = 1
@@ -67,15 +68,18 @@ def load_real_stats(cache_dir: str | Path, key: dict[str, Any], need_features: b
 
 
 def compute_real_stats(
-    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, keep_features: bool
+    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, keep_features: bool,
+    num_images: int | None = None,
 ) -> RealStats:
-    """Features of real [-1, 1] image batches -> sufficient statistics (+ the features if asked)."""
+    """Features of real [-1, 1] image batches -> sufficient statistics (+ the features if asked).
+    A bar counts the images (``num_images``: how many this process reads, for its ETA)."""
     d = extractor.num_features
     total, outer, count, kept = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0, []
     net = extractor.features.to(device).eval()
-    with torch.no_grad():
+    with torch.no_grad(), progress_bar(total=num_images, desc=f"real stats ({extractor.name})", unit="img") as bar:
         for images in batches:
             feats = net(to_metric_input(real_to_uint8(images), extractor.rgb, device)).double().cpu()
+            bar.update(len(images))
             total += feats.sum(0)
             outer += feats.T @ feats
             count += len(feats)

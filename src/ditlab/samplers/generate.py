@@ -15,6 +15,7 @@ import torch
 from ditlab.encoders.base import LatentEncoder
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import Objective
+from ditlab.progress import bar as progress_bar
 from ditlab.samplers.base import Sampler
 from ditlab.samplers.guidance import GuidedModel
 
@@ -73,8 +74,11 @@ def generate(
     seed: int,
     num_classes: int,
     device: torch.device | str = "cpu",
+    progress: str | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Yield ``(uint8 images NHWC, labels, nfe per sample)`` batch by batch; never holds all samples."""
+    """Yield ``(uint8 images NHWC, labels, nfe per sample)`` batch by batch; never holds all samples.
+
+    ``progress``: a bar with this description counts the samples (with an ETA); None: no bar."""
     sampler.check(objective)
     scale = float(guidance.get("scale", 1.0))
     if scale != 1.0 and (num_classes == 0 or model.y_embedder.dropout_prob <= 0):
@@ -86,6 +90,7 @@ def generate(
     model.eval()
     channels, side = latent_shape
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    bar = progress_bar(total=len(labels), desc=progress, unit="img") if progress else None
     try:
         for start in range(0, len(labels), batch_size):
             y = labels[start : start + batch_size].to(device)
@@ -106,8 +111,12 @@ def generate(
                     "written for it. Check the checkpoint (train loss finite?) or lower guidance.scale"
                 )
             yield to_uint8(images.float()), y.cpu().numpy(), guided.nfe
+            if bar is not None:
+                bar.update(len(y))
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
 
 
 def _device_generator(cpu_generator: torch.Generator, device) -> torch.Generator:

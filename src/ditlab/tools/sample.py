@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab import progress
 from ditlab.build import build_sampler
 from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
 from ditlab.errors import DitlabError
@@ -35,6 +36,11 @@ OUTPUTS = {"npz": "samples.npz", "grid": "grid.png", "recipe": "samples.json"}
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Run ``ditlab-sample`` on a composed ``conf/sample.yaml``; returns the recipe written to JSON."""
+    with progress.enabled_if(cfg.get("progress", True)):
+        return _sample(cfg)
+
+
+def _sample(cfg: DictConfig) -> dict[str, Any]:
     _validate(cfg)
     source = load_source(cfg)
     sampler = build_sampler(sampler_config(cfg.get("sampler"), source.default_sampler))
@@ -56,13 +62,15 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         with autocast(cfg.precision, device):
             for images, y, nfe in generate(model, source.objective, sampler, source.encoder, labels,
                                            source.latent_shape, guidance, batch_size=int(cfg.batch_size),
-                                           seed=int(cfg.seed), num_classes=source.num_classes, device=device):
+                                           seed=int(cfg.seed), num_classes=source.num_classes, device=device,
+                                           progress="sampling"):
                 if writer is None:  # opened on the first good batch: a refused run leaves no files
                     out_dir.mkdir(parents=True, exist_ok=True)
                     image_shape = list(images.shape[1:])
                     writer = StreamingNpzWriter(paths["npz"], len(labels), images.shape[1:])
                 writer.write(images, y)
-                log.info("sampled %d / %d", writer.count, len(labels))
+                if not progress.enabled():  # batch logs: a line per batch instead of the bar
+                    log.info("sampled %d / %d", writer.count, len(labels))
         save_grid(label_grid(writer.images(), labels.numpy(), int(cfg.grid.columns), int(cfg.grid.upscale),
                              int(cfg.grid.rows)), paths["grid"])
         writer.close()

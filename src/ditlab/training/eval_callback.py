@@ -145,7 +145,8 @@ class EvalCallback(L.Callback):
                                   "(DITLAB_CACHE) on storage every process sees")
             return stats
         t0 = time.time()
-        stats = compute_real_stats(batches, extractor, device, keep_features=need_features)
+        stats = compute_real_stats(batches, extractor, device, keep_features=need_features,
+                                   num_images=len(range(rank, count, world)))
         if world > 1:
             parts: list[Any] = [None] * world
             torch.distributed.all_gather_object(parts, stats)

@@ -1,32 +1,78 @@
-"""Experiment loggers selected by the ``logger`` group: csv (default), tensorboard, wandb, none."""
+"""Experiment loggers: the ``logger`` group selects any number of them (``logger=[csv,wandb]``).
+
+Each option is one YAML file keyed ``# @package logger.<name>``, so several compose side by side.
+An entry is built in one of two ways:
+
+* ``name: <registered>`` (+ ``module:`` to import a plugin first): a builder in :data:`LOGGERS`,
+  called as ``builder(cfg, run_dir, full_cfg)`` for loggers that need the run (csv, tensorboard,
+  wandb). A new one is one Python file with ``@LOGGERS.register("mine")`` and one YAML file.
+* ``_target_: some.Logger`` with its keyword arguments: any Lightning logger, instantiated by Hydra
+  (``save_dir: ${paths.output_dir}`` puts its files in the run directory); no Python needed.
+
+``logger=none`` (or ``logger=[]``) logs nowhere.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ditlab.errors import DitlabError
+from ditlab.extras import require
+from ditlab.registry import Registry
+
+LoggerBuilder = Callable[[DictConfig, Path, DictConfig], Any]
+LOGGERS: Registry[LoggerBuilder] = Registry("logger", "logger")
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+@LOGGERS.register("csv")
+def csv_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
+    from lightning.pytorch.loggers import CSVLogger
 
-    name = cfg.name
-    if name == "none":
-        return False
-    if name == "csv":
-        # One version folder per attempt so a resume never deletes the earlier attempt's CSV.
-        return CSVLogger(save_dir=str(run_dir), name="logs", flush_logs_every_n_steps=cfg.get("flush_every", 50))
-    if name == "tensorboard":
-        return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard")
-    if name == "wandb":
-        from ditlab.training.wandb_logger import build_wandb_logger
-
-        return build_wandb_logger(cfg, run_dir, full_cfg)
-    raise DitlabError(f"unknown logger '{name}'; use logger=csv|tensorboard|wandb|none")
+    # One version folder per attempt so a resume never deletes the earlier attempt's CSV; the
+    # attempts are merged into <run>/metrics.csv at the end.
+    return CSVLogger(save_dir=str(run_dir), name="logs", flush_logs_every_n_steps=cfg.get("flush_every", 50))
 
 
-def plain_config(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+@LOGGERS.register("tensorboard")
+def tensorboard_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
+    require("tensorboard", "logger=tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard")
+
+
+@LOGGERS.register("wandb")
+def wandb_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
+    require("wandb", "logger=wandb")
+    from ditlab.training.wandb_logger import build_wandb_logger
+
+    return build_wandb_logger(cfg, run_dir, full_cfg)
+
+
+def build_loggers(cfg: DictConfig | None, run_dir: Path, full_cfg: DictConfig) -> list[Any]:
+    """Every logger selected in the ``logger`` group, in the order they were composed."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    loggers = []
+    for key, entry in (cfg or {}).items():
+        if not isinstance(entry, DictConfig):
+            raise DitlabError(f"logger.{key} must be a logger config (name: or _target_:), got {entry!r}")
+        if "_target_" in entry:
+            try:
+                loggers.append(instantiate(entry))
+            except InstantiationException as e:
+                raise DitlabError(f"logger.{key} could not be built: {_first_line(e.__cause__ or e)}") from None
+            continue
+        if "name" not in entry:
+            raise DitlabError(f"logger.{key} names neither a registered logger (name:) nor a class (_target_:)")
+        builder = LOGGERS.get(entry.name, entry.get("module"))
+        loggers.append(builder(entry, run_dir, full_cfg))
+    return loggers
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

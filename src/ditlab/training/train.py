@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
+from ditlab import progress
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
@@ -26,19 +27,26 @@ from ditlab.provenance import git_commit
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.training import run_dir as rd
+from ditlab.training.callbacks import build_callbacks
 from ditlab.training.eval_callback import build_eval_callback
-from ditlab.training.loggers import build_logger
+from ditlab.training.loggers import build_loggers
 from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
 
 log = logging.getLogger("ditlab")
-# The EMA copy is deliberately in eval mode; Lightning's warning about it is noise.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one run described by ``cfg``; returns the summary written to ``summary.json``."""
+    with warnings.catch_warnings():  # scoped to the run: importing ditlab changes no warning filters
+        # The EMA copy is deliberately in eval mode; Lightning's warning about it is noise.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        with progress.enabled_if(cfg.get("progress", True)):
+            return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     t_start = time.time()
     _validate(cfg)
     run_dir = Path(cfg.paths.output_dir).resolve()
@@ -102,12 +110,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_top_k=cfg.checkpoint.keep,
         save_last=True,
     )
-    logger = build_logger(cfg.logger, run_dir, cfg)
+    loggers = build_loggers(cfg.get("logger"), run_dir, cfg)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    callbacks = [checkpointing] + ([evaluator] if evaluator else [])
-    trainer = L.Trainer(**trainer_kwargs, logger=logger, callbacks=callbacks, default_root_dir=run_dir)
-    if trainer.logger is not None:
-        trainer.logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
+    show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
+    trainer_kwargs["enable_progress_bar"] = show_bar
+    extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
+    callbacks = [checkpointing, *extra] + ([evaluator] if evaluator else [])
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
     t_fit = time.time()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.time() - t_fit
@@ -144,7 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "device": str(module.device),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    publish_summary(trainer.logger, summary)  # wandb: run summary = summary.json (Gflops, metrics, compute)
+    publish_summary(trainer.loggers, summary)  # wandb: run summary = summary.json (Gflops, metrics, compute)
     log.info("run finished: %s", run_dir)
     return summary
 
@@ -170,6 +181,7 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
         seed=int(cfg.seed),
         num_classes=num_classes,
         device=module.device,
+        progress="final samples",
     ):
         images.append(batch)
         ys.append(y)

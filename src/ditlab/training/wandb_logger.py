@@ -1,9 +1,9 @@
 """Weights & Biases: one wandb run per ditlab run, grouped by sweep, dashboards without post-processing.
 
-* mode (``logger.mode`` or ``WANDB_MODE``): ``online`` (needs ``wandb login`` / ``WANDB_API_KEY``),
+* mode (``logger.wandb.mode`` or ``WANDB_MODE``): ``online`` (needs ``wandb login`` / ``WANDB_API_KEY``),
   ``offline`` (no key; files under ``<run>/wandb/offline-run-*``, upload later with ``wandb sync``),
   ``disabled`` (nothing is written).
-* the run is named after ``run_name``, grouped by the multirun sweep folder (``logger.group``
+* the run is named after ``run_name``, grouped by the multirun sweep folder (``logger.wandb.group``
   overrides), tagged with size/patch, block, objective and data; its config is the resolved Hydra
   config.
 * ``model/*`` (params, Gflops, tokens) go into the run *summary* as well as the config, and at the
@@ -38,7 +38,7 @@ def resolve_mode(configured: str | None) -> str:
     mode = configured or os.environ.get("WANDB_MODE") or "online"
     mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # wandb's older spellings
     if mode not in MODES:
-        raise DitlabError(f"logger.mode={mode} (or WANDB_MODE) must be one of {', '.join(MODES)}")
+        raise DitlabError(f"logger.wandb.mode={mode} (or WANDB_MODE) must be one of {', '.join(MODES)}")
     return mode
 
 
@@ -84,7 +84,7 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> 
         except (wandb.errors.UsageError, wandb.errors.AuthenticationError) as e:
             raise DitlabError(
                 f"wandb could not start in {mode} mode ({str(e).splitlines()[0]}); run `wandb login` or set "
-                "WANDB_API_KEY, or use logger.mode=offline (sync later) or logger.mode=disabled"
+                "WANDB_API_KEY, or use logger.wandb.mode=offline (sync later) or logger.wandb.mode=disabled"
             ) from None
         # Summary value of each metric = its last (final) evaluation, the number in summary.json.
         for name in full_cfg.eval.metrics or []:
@@ -92,9 +92,10 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> 
     return logger
 
 
-def publish_summary(logger: Any, summary: dict[str, Any]) -> None:
-    """Copy ``summary.json`` into the wandb run summary and finish the run (no-op for other loggers)."""
-    if not isinstance(logger, WandbLogger) or logger._experiment is None:
+def publish_summary(loggers: list[Any], summary: dict[str, Any]) -> None:
+    """Copy ``summary.json`` into the wandb run summary and finish the run (no-op without wandb)."""
+    logger = next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
+    if logger is None or logger._experiment is None:
         return
     run = logger.experiment
     values: dict[str, Any] = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
