@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ditlab.cli import compose
+from ditlab.config import compose
 
 # A few-second version of the default experiment: same code path, smaller numbers.
 FAST = [

@@ -59,7 +59,7 @@ def make_image_folder(root: Path, per_class: int = 4, corrupt: bool = True, seed
 
 def compose_extract(*overrides: str):
     """The real ``extract`` config (Hydra compose API) with CPU-test defaults in front of ``overrides``."""
-    from ditlab.cli import compose
+    from ditlab.config import compose
 
     return compose("extract", ["data.resolution=16", "data.num_workers=0", "device=cpu", "shard_size=5", "batch_size=4",
                                *overrides])

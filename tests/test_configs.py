@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_train
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
-from ditlab.cli import CONFIG_DIR
+from ditlab.config import CONFIG_DIR
 
 GROUPS = ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "callbacks", "eval", "paths"]
 

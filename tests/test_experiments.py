@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from ditlab.build import build_data, build_model, build_sampler
-from ditlab.cli import CONFIG_DIR
+from ditlab.config import CONFIG_DIR
 from ditlab.tools.flops import measured_gflops
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))

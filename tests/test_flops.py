@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import run_cli
-from ditlab.cli import CONFIG_DIR
+from ditlab.config import CONFIG_DIR
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
 from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops

@@ -12,7 +12,7 @@ from PIL import Image
 
 import ditlab.tools.sample as sample_tool
 from conftest import compose_train, run_cli
-from ditlab.cli import compose
+from ditlab.config import compose
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
 from ditlab.models.official import model_preset

@@ -9,13 +9,12 @@ from omegaconf import DictConfig
 from ditlab.data import DATASETS, ImageDataModule
 from ditlab.encoders import ENCODERS, LatentEncoder
 from ditlab.errors import DitlabError
-from ditlab.models.dit import DiT
+from ditlab.models.dit import DiT, model_kwargs  # model_kwargs: with the model it configures
 from ditlab.objectives import OBJECTIVES, Objective
 from ditlab.registry import Registry, split_name
 from ditlab.samplers import SAMPLERS, Sampler
 
-# Keys of the model group that are not DiT constructor arguments.
-MODEL_META_KEYS = ("name", "compile")
+__all__ = ["build_data", "build_encoder", "build_model", "build_objective", "build_sampler", "model_kwargs"]
 
 
 def _construct(registry: Registry, cfg: Any) -> Any:
@@ -41,15 +40,6 @@ def build_objective(cfg: DictConfig) -> Objective:
 
 def build_sampler(cfg: DictConfig) -> Sampler:
     return _construct(SAMPLERS, cfg)
-
-
-def model_kwargs(model_cfg: Any, block_cfg: Any) -> dict[str, Any]:
-    """DiT constructor arguments from the ``model`` and ``block`` groups (shape-independent part)."""
-    _, _, kw = split_name(model_cfg)
-    for key in MODEL_META_KEYS:
-        kw.pop(key, None)
-    block_name, block_module, block_kw = split_name(block_cfg)
-    return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw}
 
 
 def build_model(

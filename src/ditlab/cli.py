@@ -4,32 +4,19 @@
 from __future__ import annotations
 
 import logging
-from importlib.resources import files
 from typing import Any, Callable
 
-# The YAML configs ship inside the package (package data ``ditlab/conf/**``; in a checkout,
-# src/ditlab/conf links to the root conf/), so an installed wheel finds them wherever it runs.
-CONFIG_DIR = str(files("ditlab") / "conf")
+import hydra
 
-
-def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """The packaged ``conf/<config_name>.yaml`` composed with ``overrides``, outside a Hydra app
-    (tools, notebooks and tests build runs exactly as the console scripts do)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base=None, config_dir=CONFIG_DIR):
-        return hydra_compose(config_name, overrides=list(overrides))
+# compose() is documented as ``ditlab.cli.compose``; it lives in ditlab.config with the config location.
+from ditlab.config import CONFIG_DIR, compose  # noqa: F401  (re-exported)
+from ditlab.errors import one_line_errors
+from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
 
 def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], None]:
-    import hydra
-
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
     def _main(cfg):
-        from ditlab.errors import one_line_errors
-
         with one_line_errors():
             return task(cfg)
 
@@ -37,12 +24,10 @@ def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], N
 
 
 def _train(cfg):
-    from ditlab.training.train import train  # imported lazily: `--cfg job` and --help stay fast
+    from ditlab.training.train import train  # lazy for start-up: `--cfg job` and --help never load torch
 
     # Lightning prints through its own handler; stop the same lines reaching Hydra's root handler.
     logging.getLogger("lightning.pytorch").propagate = False
-    from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
-
     return run_job(train, cfg)
 
 
@@ -52,7 +37,7 @@ def train_main() -> None:
 
 
 def _extract(cfg):
-    from ditlab.cache.extract import extract
+    from ditlab.cache.extract import extract  # lazy for start-up: --help never loads torch
 
     extract(cfg)
 

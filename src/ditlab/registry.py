@@ -20,6 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Generic, TypeVar
 
+from omegaconf import DictConfig, OmegaConf
+
 from ditlab.errors import DitlabError
 
 T = TypeVar("T")
@@ -66,8 +68,6 @@ def import_plugin(module: str, option: str) -> None:
 
 def split_name(cfg: Any) -> tuple[str, str | None, dict]:
     """Return (name, module, kwargs) from a group config (DictConfig or dict)."""
-    from omegaconf import DictConfig, OmegaConf
-
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name = d.pop("name")
     module = d.pop("module", None)

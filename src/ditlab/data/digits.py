@@ -15,7 +15,7 @@ from ditlab.data.base import DATASETS, ImageDataModule
 
 def load_digits_tensors(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 digits as ((N, 1, R, R) float32 in [-1, 1], (N,) int64 labels)."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy for start-up: scikit-learn is slow to import
 
     digits = load_digits()
     x = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]

@@ -121,7 +121,7 @@ class VAEEncoder(LatentEncoder):
 
 def load_vae(path: str, vae_class: str, subfolder: str | None) -> torch.nn.Module:
     """``from_pretrained`` on a local directory or a hub id (hub cache first, then the network)."""
-    import diffusers
+    import diffusers  # lazy for start-up: only VAE encoders need diffusers, and it is slow to import
 
     kwargs = {"subfolder": subfolder, "low_cpu_mem_usage": False}
     hint = (f"set encoder.path to a local directory holding the VAE's config.json and weights "

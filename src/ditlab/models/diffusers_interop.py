@@ -27,6 +27,7 @@ import torch
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import AdaLNZeroBlock
 from ditlab.models.dit import DiT
+from ditlab.models.layers import get_2d_sincos_pos_embed
 
 log = logging.getLogger("ditlab")
 
@@ -56,7 +57,7 @@ def to_diffusers(model: DiT):
     ``transformer(x, timestep=t, class_labels=y).sample`` equals ``model(x, t, y)``: (N, C_out, H, W),
     learned-Σ channels included (``out_channels`` is set explicitly).
     """
-    from diffusers import DiTTransformer2DModel
+    from diffusers import DiTTransformer2DModel  # lazy: diffusers is slow to import and only this needs it
 
     _check_exportable(model)
     D = model.pos_embed.shape[-1]
@@ -146,7 +147,6 @@ def from_diffusers(transformer) -> DiT:
             for ours, theirs in _BLOCK_KEYS:
                 dst[f"blocks.{i}.{ours}.{wb}"] = src[f"{b}{theirs}.{wb}"]
     model = model.to_empty(device=transformer.device)
-    from ditlab.models.layers import get_2d_sincos_pos_embed
 
     table = get_2d_sincos_pos_embed(D, model.x_embedder.grid_size)  # diffusers recomputes it too
     dst["pos_embed"] = torch.from_numpy(table).float().unsqueeze(0)

@@ -7,12 +7,15 @@ diffusion objective beyond the number of output channels it must produce.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import BLOCKS, Conditioning
+from ditlab.registry import split_name
 from ditlab.models.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, modulate
 
 
@@ -165,6 +168,19 @@ def _validate(input_size: int, patch_size: int, hidden_size: int, num_heads: int
 
 def _divisors(n: int) -> str:
     return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+# Keys of the model group that are not DiT constructor arguments.
+MODEL_META_KEYS = ("name", "compile")
+
+
+def model_kwargs(model_cfg: Any, block_cfg: Any) -> dict[str, Any]:
+    """DiT constructor arguments from the ``model`` and ``block`` groups (shape-independent part)."""
+    _, _, kw = split_name(model_cfg)
+    for key in MODEL_META_KEYS:
+        kw.pop(key, None)
+    block_name, block_module, block_kw = split_name(block_cfg)
+    return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw}
 
 
 def model_tag(size: str, patch_size: int) -> str:

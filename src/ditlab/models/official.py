@@ -25,8 +25,9 @@ from typing import Any, Mapping
 import torch
 from omegaconf import OmegaConf
 
+from ditlab.config import CONFIG_DIR, compose
 from ditlab.errors import DitlabError
-from ditlab.models.dit import DiT, model_tag
+from ditlab.models.dit import DiT, model_kwargs, model_tag
 from ditlab.models.layers import get_2d_sincos_pos_embed
 
 log = logging.getLogger("ditlab")
@@ -178,8 +179,6 @@ def model_from_ditlab_checkpoint(
     ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint", **model_overrides: Any
 ) -> DiT:
     """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights."""
-    from ditlab.build import model_kwargs  # lazy: pulls in the data/encoder registries
-
     meta = ckpt["ditlab"]
     cfg = OmegaConf.create(meta["config"])
     sd = extract_state_dict(ckpt, use_ema=use_ema, source=source)
@@ -207,16 +206,11 @@ def parse_name(name: str) -> tuple[str, int]:
 
 def model_preset(size: str) -> dict[str, Any]:
     """Depth, width, heads and MLP ratio of a ``conf/model/<size>.yaml`` preset (its defaults resolved)."""
-    from ditlab.cli import CONFIG_DIR
-
     folder = Path(CONFIG_DIR) / "model"
-    path = folder / f"{size}.yaml"
-    if not path.is_file():
+    if not (folder / f"{size}.yaml").is_file():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise DitlabError(f"unknown model size '{size}' in the model name; known sizes: {known}")
-    cfg = OmegaConf.load(path)
-    parents = [p for p in cfg.pop("defaults", []) if p != "_self_"]
-    merged = OmegaConf.merge(*(model_preset(p) for p in parents), cfg)  # the presets' defaults: [tiny, _self_]
+    merged = compose(None, [f"+model={size}"]).model  # composed by Hydra, defaults and all
     keep = ("depth", "hidden_size", "num_heads", "mlp_ratio", "class_dropout_prob")
     return {k: merged[k] for k in keep if k in merged}
 

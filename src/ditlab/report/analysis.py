@@ -63,7 +63,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
     """Spearman rank correlation (scipy); None with fewer than 3 points or a constant axis."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy for start-up: scipy is slow to import
 
     res = spearmanr(x, y)
     return {"rho": float(res.statistic), "p_value": float(res.pvalue), "n": int(len(x))}

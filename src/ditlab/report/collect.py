@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ditlab.sweep.jobs import FAILURE_FILE
 
 STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
@@ -60,9 +62,7 @@ def _read_run(path: Path, root: Path) -> Run:
 def _describe_unfinished(path: Path) -> dict[str, Any]:
     """Model, patch and block from the run's config.yaml, so the report can place it."""
     try:
-        from omegaconf import OmegaConf
-
-        from ditlab.models.accounting import describe_model
+        from ditlab.models.accounting import describe_model  # lazy for start-up: ditlab-report needs no torch
 
         cfg = OmegaConf.load(path / "config.yaml")
         return {**describe_model(cfg.model, cfg.block), "run_name": cfg.get("run_name")}

@@ -14,7 +14,7 @@ MARKERS = {2: "o", 4: "s", 8: "^", 1: "D", 16: "v"}
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy for start-up: matplotlib loads only when a plot is drawn (Agg first)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,7 +94,7 @@ def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> N
 def _readable_log_ticks(ax) -> None:
     """Label log axes at 1, 2, 5 x 10^k in plain numbers; matplotlib's default labels every minor
     tick when the data span about a decade, and they overlap."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # lazy: see _pyplot
 
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
         if scale != "log":

@@ -35,14 +35,14 @@ def label_grid(
     x = torch.cat(tiles)
     if upscale > 1:
         x = torch.nn.functional.interpolate(x, scale_factor=int(upscale), mode="nearest")
-    from torchvision.utils import make_grid
+    from torchvision.utils import make_grid  # lazy for start-up: torchvision is slow to import
 
     return make_grid(x, nrow=ncol, padding=2, pad_value=1.0)
 
 
 def save_grid(grid: torch.Tensor, path: Path) -> None:
     """Write ``label_grid``'s output as a PNG (atomically: never a half-written image)."""
-    from torchvision.utils import save_image
+    from torchvision.utils import save_image  # lazy for start-up (see label_grid)
 
     replace_atomically(Path(path), lambda tmp: save_image(grid, tmp, format="png"))
 

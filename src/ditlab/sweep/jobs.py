@@ -17,23 +17,18 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ditlab.config import in_multirun
 from ditlab.errors import DitlabError
 
 log = logging.getLogger("ditlab")
 FAILURE_FILE = "failure.json"  # used instead of summary.json when a finished summary is already there
 
 
-def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    from ditlab.training.wandb_logger import finish_wandb
+    from ditlab.training.wandb_logger import finish_wandb  # lazy for start-up: it loads Lightning
 
     multirun = in_multirun()
     try:
@@ -92,9 +87,7 @@ def record_failure(cfg: DictConfig, error: Exception) -> dict[str, Any]:
 
 def _describe(cfg: DictConfig) -> dict[str, Any]:
     """What the report needs to place a failed run in its table; every field is best effort."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from ditlab.models.accounting import describe_model
+    from ditlab.models.accounting import describe_model  # lazy for start-up: it loads torch
 
     parts = (  # each a dict of fields; a part whose config is broken is left out
         lambda: {"run_name": cfg.run_name},

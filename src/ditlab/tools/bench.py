@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ditlab.cli import compose
+from ditlab.config import compose
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.provenance import git_commit
 from ditlab.tools import bench_latent_cache

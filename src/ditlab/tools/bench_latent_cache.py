@@ -27,10 +27,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.cache.extract import extract
 from ditlab.devices import resolve_device
+from ditlab.encoders.vae import VAEEncoder
 from ditlab.models.dit import model_tag
 from ditlab.models.accounting import closed_form_gflops, count_params, measured_gflops
 from ditlab.training.ema import update_ema
@@ -138,10 +140,6 @@ def make_images(root: Path, count: int, seed: int = 0) -> None:
 
 
 def vae_gmacs(vae_dir: Path, resolution: int) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ditlab.encoders.vae import VAEEncoder
-
     enc = VAEEncoder(path=str(vae_dir))
     with torch.device("meta"):  # shapes only: counts without computing
         enc.vae.to("meta")
@@ -165,7 +163,7 @@ def paper_model_gmacs(compose, name: str, side: int) -> float:
 
 
 def run(args: argparse.Namespace, compose) -> dict[str, Any]:
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # lazy: diffusers is slow to import and only this needs it
 
     b, res = args.batch_size, args.resolution
     device = resolve_device(args.device)

@@ -15,9 +15,14 @@ import json
 from typing import Any
 
 import torch
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ditlab.build import build_model
 from ditlab.cli import _hydra_entry
+from ditlab.errors import DitlabError
+from ditlab.models.accounting import describe_model
 
 RECORD_KEYS = ("name", "patch_size", "block", "tokens", "params", "gflops")
 
@@ -26,9 +31,6 @@ def count_composition(
     model_cfg: Any, block_cfg: Any, input_size: int, in_channels: int, num_classes: int, learn_sigma: bool
 ) -> dict[str, Any]:
     """One table record for a ``model`` + ``block`` group pair at the given latent shape."""
-    from ditlab.build import build_model
-    from ditlab.models.accounting import describe_model
-
     with torch.device("meta"):  # parameters without storage: counting needs shapes only
         model = build_model(
             model_cfg,
@@ -46,9 +48,6 @@ def compositions(cfg: DictConfig) -> list[DictConfig]:
     """The chosen composition, or (no model chosen) the paper grid composed with the user's overrides."""
     if cfg.get("model") is not None:
         return [cfg]
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     # The user's overrides, and their config folders (hydra.searchpath) so their own blocks resolve too.
     task = [o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")] + list(hc.overrides.task)
@@ -75,8 +74,6 @@ def format_table(records: list[dict[str, Any]]) -> str:
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    from ditlab.errors import DitlabError
-
     if cfg.output not in ("table", "json"):
         raise DitlabError(f"output must be 'table' or 'json', got '{cfg.output}'")
     records = [

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ditlab import progress
 from ditlab.build import build_sampler
+from ditlab.cli import _hydra_entry
 from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
 from ditlab.errors import DitlabError
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
@@ -150,7 +151,5 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from ditlab.cli import _hydra_entry
-
     logging.getLogger("ditlab").setLevel(logging.INFO)
     _hydra_entry("sample", sample)()

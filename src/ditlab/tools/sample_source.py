@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab.build import build_encoder, build_objective
 from ditlab.encoders.base import LatentEncoder
 from ditlab.errors import DitlabError
+from ditlab.models.official import from_official, is_ditlab_checkpoint, read_checkpoint
 from ditlab.objectives.base import Objective
 from ditlab.objectives.ddpm import DDPMObjective
 
@@ -50,8 +51,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None) -> SampleSource:
-    from ditlab.models.official import from_official, is_ditlab_checkpoint, read_checkpoint
-
     if weights not in WEIGHTS:
         raise DitlabError(f"weights must be one of {WEIGHTS}, got '{weights}'")
     ckpt_path = resolve_checkpoint(path)
@@ -86,8 +85,6 @@ def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig 
 def load_official(
     path: str | Path, name: str, image_size: int, num_classes: int, encoder_cfg: DictConfig | None, root: Path
 ) -> SampleSource:
-    from ditlab.models.official import from_official, is_ditlab_checkpoint, read_checkpoint
-
     if encoder_cfg is None:
         raise DitlabError("official DiT checkpoints are latent-space models: choose their VAE with encoder=sd_vae")
     ckpt = read_checkpoint(path)

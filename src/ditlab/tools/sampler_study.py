@@ -24,8 +24,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from ditlab.cli import compose
+from ditlab.config import compose
+from ditlab.data.digits import load_digits_tensors
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.metrics.digits_classifier import classify_samples, digits_frechet_distance
+from ditlab.samplers.generate import to_uint8
+from ditlab.tools.sample import sample
+from ditlab.training.train import train
 
 log = logging.getLogger("ditlab")
 COLUMNS = ("label", "objective", "sampler", "steps", "model_calls", "nfe", "cfg_scale", "cfg_channels", "cfg_interval",
@@ -34,8 +39,6 @@ COLUMNS = ("label", "objective", "sampler", "steps", "model_calls", "nfe", "cfg_
 
 def ensure_run(objective: str, train_overrides: list[str], runs_dir: Path) -> Path:
     """The run directory of ``ditlab-train objective=<objective> <train_overrides>``, trained if needed."""
-    from ditlab.training.train import train
-
     cfg = compose("train", [f"objective={objective}", *train_overrides, "paths.output_dir=unused"])
     run_dir = runs_dir / cfg.run_name
     if (run_dir / "summary.json").exists():
@@ -49,8 +52,6 @@ def ensure_run(objective: str, train_overrides: list[str], runs_dir: Path) -> Pa
 
 def sample_set(run_dir: Path, entry: dict[str, Any], study: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Draw (or reuse) one sample set; returns its folder and recipe."""
-    from ditlab.tools.sample import sample
-
     overrides = [f"ckpt={run_dir}", f"num_samples={study['num_samples']}", f"batch_size={study['batch_size']}",
                  f"seed={entry.get('seed', study['seed'])}", *study.get("sample_overrides", []), *entry["overrides"]]
     slug = re.sub(r"[^A-Za-z0-9_.-]", "", entry["label"].replace("+", "p"))
@@ -63,8 +64,6 @@ def sample_set(run_dir: Path, entry: dict[str, Any], study: dict[str, Any]) -> t
 
 
 def measure(out: Path, real: np.ndarray, cache_dir: Path) -> dict[str, float]:
-    from ditlab.metrics.digits_classifier import classify_samples, digits_frechet_distance
-
     with np.load(out / "samples.npz") as f:
         images, labels = f["arr_0"], f["arr_1"]
     return {
@@ -75,16 +74,11 @@ def measure(out: Path, real: np.ndarray, cache_dir: Path) -> dict[str, float]:
 
 def real_floor(real: np.ndarray, n: int, cache_dir: Path, seed: int) -> float:
     """Fréchet distance of ``n`` real digits against all real digits: what a perfect sampler scores."""
-    from ditlab.metrics.digits_classifier import digits_frechet_distance
-
     pick = np.random.default_rng(seed).choice(len(real), size=min(n, len(real)), replace=False)
     return digits_frechet_distance(real[pick], real, cache_dir)
 
 
 def run_study(study_path: Path, runs_dir: Path, overwrite: bool = False) -> list[dict[str, Any]]:
-    from ditlab.data.digits import load_digits_tensors
-    from ditlab.samplers.generate import to_uint8
-
     study = OmegaConf.to_container(OmegaConf.load(study_path), resolve=True)
     out_dir = study_path.parent
     outputs = [out_dir / name for name in ("results.csv", "results.md", "quality_vs_nfe.png")]
@@ -151,7 +145,7 @@ def write_results(rows: list[dict[str, Any]], study: dict[str, Any], floor: floa
 
 def plot(rows: list[dict[str, Any]], floor: float, path: Path) -> None:
     """One row of panels per CFG scale: Fréchet distance and accuracy against NFE (log scale)."""
-    import matplotlib
+    import matplotlib  # lazy: only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -24,8 +24,10 @@ from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.config import in_multirun
 from ditlab.errors import DitlabError
 
 MODES = ("online", "offline", "disabled")
@@ -44,10 +46,6 @@ def resolve_mode(configured: str | None) -> str:
 
 def sweep_group() -> str | None:
     """The multirun sweep folder's name (one wandb group per sweep), None for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from ditlab.sweep.jobs import in_multirun
-
     return Path(str(HydraConfig.get().sweep.dir)).name if in_multirun() else None
 
 
