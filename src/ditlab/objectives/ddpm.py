@@ -37,6 +37,9 @@ class DDPMObjective(Objective):
     def out_channels(self, in_channels: int) -> int:
         return 2 * in_channels if self.learn_sigma else in_channels
 
+    def noise_level(self, t: float) -> float:
+        return float(t) / (self.diffusion.num_timesteps - 1)  # t: an index into the training chain
+
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, model_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
         # RNG order as in the official train.py: t, then noise, then the model (label dropout).
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)

@@ -100,6 +100,9 @@ class FlowObjective(Objective):
         return {"loss": mean_flat(weight * (out * sigma + noise) ** 2)}
 
     # ------------------------------------------------------------------ sampling
+    def noise_level(self, t: float) -> float:
+        return 1.0 - float(t)  # SiT's time: 0 is noise, 1 is data
+
     def velocity(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Network output at (x, t) -> the probability-flow ODE drift dx/dt (SiT ``get_drift``)."""
         if self.prediction == "velocity":

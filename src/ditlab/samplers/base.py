@@ -39,6 +39,13 @@ class Sampler:
     def sample(
         self, model: GuidedModel, objective: Objective, x_T: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
+        """Integrate ``x_T`` (noise, N x C x H x W) to data for labels ``y``.
+
+        Call the network only as ``model(x, t, y, noise_level=objective.noise_level(t))``: ``t`` is the
+        model time the objective trained with, and ``noise_level`` (0 = data, 1 = pure noise) decides
+        whether a guidance interval applies at this step. Use only what :class:`Objective` declares
+        for its family; draw all randomness from ``generator``.
+        """
         raise NotImplementedError
 
     def model_calls(self) -> int:
@@ -47,6 +54,13 @@ class Sampler:
 
     def describe(self) -> dict[str, Any]:
         return {"sampler": self.name, "steps": self.steps, "model_calls": self.model_calls()}
+
+
+def check_steps(steps: int, objective: Objective) -> None:
+    """A diffusion-family sampler cannot take more steps than the chain the model was trained on."""
+    T = objective.diffusion.num_timesteps
+    if steps > T:
+        raise DitlabError(f"sampler.steps={steps} exceeds the {T} steps the model was trained with; set sampler.steps <= {T}")
 
 
 def _names_for(family: str) -> list[str]:

@@ -8,17 +8,12 @@ import torch
 
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import Objective
-from ditlab.samplers.base import SAMPLERS, Sampler
+from ditlab.samplers.base import SAMPLERS, Sampler, check_steps
 from ditlab.samplers.guidance import GuidedModel
 
 
 def respaced(objective: Objective, spec: str):
-    T = objective.diffusion.num_timesteps
-    steps = int(spec[4:]) if spec.startswith("ddim") else sum(int(s) for s in spec.split(","))
-    if steps > T:
-        raise DitlabError(
-            f"sampler.steps={steps} exceeds the {T} steps the model was trained with; set sampler.steps <= {T}"
-        )
+    check_steps(int(spec[4:]) if spec.startswith("ddim") else sum(int(s) for s in spec.split(",")), objective)
     return objective.diffusion.respace(spec)
 
 
@@ -42,11 +37,10 @@ class DDPMSampler(Sampler):
     def sample(self, model: GuidedModel, objective: Objective, x_T, y, generator) -> torch.Tensor:
         diffusion = respaced(objective, self.spacing())
         x = x_T
-        T_train = objective.diffusion.num_timesteps
         for i in reversed(range(diffusion.num_timesteps)):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             t_model = diffusion.model_timesteps(t)
-            out = model(x, t_model, y, noise_level=float(t_model[0]) / (T_train - 1))
+            out = model(x, t_model, y, noise_level=objective.noise_level(t_model[0]))
             # Noise drawn after the model call, once per step (official order).
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = self.step(diffusion, out, x, t, noise)

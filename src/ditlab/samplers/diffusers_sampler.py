@@ -22,7 +22,7 @@ import torch
 
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import Objective
-from ditlab.samplers.base import SAMPLERS, Sampler
+from ditlab.samplers.base import SAMPLERS, Sampler, check_steps
 
 PREDICTION_TYPES = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
@@ -41,21 +41,17 @@ class DiffusersSampler(Sampler):
 
     def build(self, objective: Objective):
         """A fresh scheduler (they are stateful) with ``steps`` inference timesteps set."""
-        import diffusers
+        import diffusers  # lazy for start-up: slow to import, needed only by this sampler
 
+        check_steps(self.steps, objective)
         diffusion = objective.diffusion
-        T = diffusion.num_timesteps
-        if self.steps > T:
-            raise DitlabError(
-                f"sampler.steps={self.steps} exceeds the {T} steps the model was trained with; set sampler.steps <= {T}"
-            )
         cls = getattr(diffusers, self.scheduler, None)
         if cls is None or not hasattr(cls, "set_timesteps"):
             raise DitlabError(f"sampler.scheduler '{self.scheduler}' is not a diffusers scheduler class, "
                               "e.g. DPMSolverMultistepScheduler or UniPCMultistepScheduler")
         try:
             scheduler = cls(
-                num_train_timesteps=T,
+                num_train_timesteps=diffusion.num_timesteps,
                 trained_betas=diffusion.betas.tolist(),
                 prediction_type=PREDICTION_TYPES[diffusion.mean_type],
                 **self.options,
@@ -69,11 +65,10 @@ class DiffusersSampler(Sampler):
         scheduler = self.build(objective)
         accepts_generator = "generator" in inspect.signature(scheduler.step).parameters
         C = x_T.shape[1]
-        T = objective.diffusion.num_timesteps
         x = x_T * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             t_model = torch.full((x.shape[0],), int(round(float(t))), device=x.device, dtype=torch.long)
-            out = model(scheduler.scale_model_input(x, t), t_model, y, noise_level=float(t) / (T - 1))
+            out = model(scheduler.scale_model_input(x, t), t_model, y, noise_level=objective.noise_level(t))
             kwargs = {"generator": generator} if accepts_generator else {}
             x = scheduler.step(out[:, :C], t, x, **kwargs).prev_sample
         return x

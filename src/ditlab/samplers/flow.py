@@ -31,7 +31,7 @@ class FlowODESampler(Sampler):
     @staticmethod
     def drift(model: GuidedModel, objective: Objective, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
         t_batch = t.to(x).expand(x.shape[0])  # the float t, unscaled (SiT convention)
-        out = model(x, t_batch, y, noise_level=1.0 - float(t))  # noise level: 1 at t=0 (noise), 0 at data
+        out = model(x, t_batch, y, noise_level=objective.noise_level(t))
         return objective.velocity(out, x, t_batch)
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""The sampler/objective contract: samplers read the noise level from the objective (one place) and
+call the network only as ``model(x, t, y, noise_level=objective.noise_level(t))``."""
+
+import pytest
+import torch
+
+from ditlab.errors import DitlabError
+from ditlab.objectives.base import Objective
+from ditlab.objectives.ddpm import DDPMObjective
+from ditlab.objectives.flow import FlowObjective
+from ditlab.samplers import SAMPLERS
+from ditlab.samplers.base import check_steps
+
+
+class Recorder:
+    """Stands in for a GuidedModel: records (t, noise_level) and returns zeros of the right shape."""
+
+    def __init__(self, out_channels):
+        self.out_channels, self.calls = out_channels, []
+
+    def __call__(self, x, t, y, noise_level):
+        self.calls.append((t.clone(), noise_level))
+        return torch.zeros(x.shape[0], self.out_channels, *x.shape[2:])
+
+
+def test_noise_level_runs_from_data_to_noise_for_both_families():
+    ddpm, flow = DDPMObjective(num_timesteps=100), FlowObjective()
+    assert (ddpm.noise_level(0), ddpm.noise_level(99), ddpm.noise_level(torch.tensor(33))) == (0.0, 1.0, 1 / 3)
+    assert (flow.noise_level(0.0), flow.noise_level(torch.tensor(1.0)), flow.noise_level(0.25)) == (1.0, 0.0, 0.75)
+    assert Objective.diffusion is None  # declared on the base; family "ddpm" sets it
+    with pytest.raises(NotImplementedError):
+        Objective().noise_level(0.5)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm_solver", "euler", "heun"])
+def test_every_sampler_passes_the_objectives_noise_level(name):
+    sampler = SAMPLERS.get(name)(steps=3)
+    objective = FlowObjective() if "flow" in sampler.families else DDPMObjective(num_timesteps=50)
+    sampler.check(objective)
+    model = Recorder(objective.out_channels(1))
+    sampler.sample(model, objective, torch.randn(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), torch.Generator())
+    assert len(model.calls) == sampler.model_calls()
+    for t, level in model.calls:
+        assert level == objective.noise_level(t[0]) and 0.0 <= level <= 1.0
+
+
+def test_the_steps_check_is_one_function():
+    check_steps(50, DDPMObjective(num_timesteps=50))
+    with pytest.raises(DitlabError, match=r"^sampler.steps=51 exceeds the 50 steps the model was trained with; "
+                                          r"set sampler.steps <= 50$"):
+        check_steps(51, DDPMObjective(num_timesteps=50))
