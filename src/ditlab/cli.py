@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import hydra
@@ -11,6 +14,7 @@ import hydra
 # compose() is documented as ``ditlab.cli.compose``; it lives in ditlab.config with the config location.
 from ditlab.config import CONFIG_DIR, compose  # noqa: F401  (re-exported)
 from ditlab.errors import one_line_errors
+from ditlab.extras import require
 from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
 
@@ -31,8 +35,29 @@ def _train(cfg):
     return run_job(train, cfg)
 
 
+def check_launcher_extras(argv: list[str]) -> None:
+    """A multirun whose launcher plugin is not installed stops with one line naming the extra
+    (Hydra would only say the launcher config is missing). Looks at ``hydra/launcher=`` and at the
+    launcher an ``experiment=`` recipe selects."""
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("hydra/launcher=")]
+    for a in argv:
+        if a.startswith("experiment="):
+            recipe = Path(CONFIG_DIR, "experiment", a.split("=", 1)[1] + ".yaml")
+            text = recipe.read_text() if recipe.is_file() else ""
+            names += re.findall(r"override /hydra/launcher: *(\w+)", text)
+    for name in names:
+        if name.startswith("slurm"):
+            require("slurm", f"hydra/launcher={name}")
+        elif name == "local_parallel":
+            require("local_parallel", f"hydra/launcher={name}")
+
+
 def train_main() -> None:
     logging.getLogger("ditlab").setLevel(logging.INFO)
+    with one_line_errors():
+        check_launcher_extras(sys.argv[1:])
     _hydra_entry("train", _train)()
 
 

@@ -10,9 +10,10 @@ Three diffusers behaviours differ from DiT and are set on every block of an expo
 
 * timestep frequencies: diffusers uses ``downscale_freq_shift=1`` (exp(-ln 1e4 * k / 127)); DiT
   uses 0 (k / 128). With converted weights the outputs differ by O(1) (max |Δ| 3.6 on a toy model)
-  unless it is 0. The attribute is
-  not part of the diffusers config, so call :func:`use_official_timestep_frequencies` again after
-  ``DiTTransformer2DModel.from_pretrained``;
+  unless it is 0. diffusers hard-codes it, so the export is a
+  :class:`~ditlab.models.diffusers_transformer.DitlabDiTTransformer2DModel`, whose config stores the
+  shift (``timestep_downscale_freq_shift: 0``) and which applies it when loaded; a folder loaded as
+  a plain ``DiTTransformer2DModel`` needs :func:`use_official_timestep_frequencies` again;
 * label dropout is drawn independently per block in training: set to 0 (drop labels yourself,
   by passing the null id ``num_classes``, if you fine-tune in diffusers);
 * LayerNorm eps: built with ``norm_eps=1e-6`` like DiT (diffusers' default is 1e-5).
@@ -57,11 +58,12 @@ def to_diffusers(model: DiT):
     ``transformer(x, timestep=t, class_labels=y).sample`` equals ``model(x, t, y)``: (N, C_out, H, W),
     learned-Σ channels included (``out_channels`` is set explicitly).
     """
-    from diffusers import DiTTransformer2DModel  # lazy: diffusers is slow to import and only this needs it
+    # lazy: diffusers is slow to import and only this needs it
+    from ditlab.models.diffusers_transformer import DitlabDiTTransformer2DModel
 
     _check_exportable(model)
     D = model.pos_embed.shape[-1]
-    transformer = DiTTransformer2DModel(
+    transformer = DitlabDiTTransformer2DModel(
         num_attention_heads=model.num_heads,
         attention_head_dim=D // model.num_heads,
         in_channels=model.in_channels,
@@ -72,6 +74,7 @@ def to_diffusers(model: DiT):
         activation_fn="gelu-approximate",  # DiT's MLP: GELU, tanh approximation
         num_embeds_ada_norm=model.num_classes,
         norm_eps=1e-6,
+        timestep_downscale_freq_shift=0,  # DiT's frequencies, stored in the config (survives save/load)
     )
     src = model.state_dict()
     dst: dict[str, torch.Tensor] = {}

@@ -14,6 +14,9 @@ MARKERS = {2: "o", 4: "s", 8: "^", 1: "D", 16: "v"}
 
 
 def _pyplot():
+    from ditlab.extras import require
+
+    require("report", "ditlab-report's plots")
     import matplotlib  # lazy for start-up: matplotlib loads only when a plot is drawn (Agg first)
 
     matplotlib.use("Agg")

@@ -145,6 +145,9 @@ def write_results(rows: list[dict[str, Any]], study: dict[str, Any], floor: floa
 
 def plot(rows: list[dict[str, Any]], floor: float, path: Path) -> None:
     """One row of panels per CFG scale: Fréchet distance and accuracy against NFE (log scale)."""
+    from ditlab.extras import require
+
+    require("report", "the sampler study's plot")
     import matplotlib  # lazy: only the plot needs it
 
     matplotlib.use("Agg")
