@@ -91,6 +91,22 @@ def test_several_loggers_plugins_and_early_stopping_in_one_run(tmp_path, monkeyp
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("train/loss" in x for x in lines), "the registered plugin logger got the same metrics"
     assert list((run / "plain_csv").rglob("metrics.csv")), "the _target_ logger wrote its own files"
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_curves_show_the_loss_and_every_eval_metric(tmp_path):
+    from ditlab.report.curves import write_curves
+
+    (tmp_path / "metrics.csv").write_text("step,train/loss,train/mse\n0,1.5,1.0\n1,,\n2,0.9,0.7\n")
+    (tmp_path / "eval").mkdir()
+    rows = [{"step": s, "images_seen": 8 * s, "final": s == 4, "fd_digits": fd, "digits_accuracy": acc,
+             "recipe": {"nfe": 4}} for s, fd, acc in ((2, 50.0, 0.5), (4, 20.0, 0.9))]
+    (tmp_path / "eval" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert write_curves(tmp_path, images_per_step=8) == ["train/loss", "eval/fd_digits", "eval/digits_accuracy"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "curves.png").size == (1260, 320)  # three panels side by side
+    assert write_curves(tmp_path / "empty", images_per_step=8) == []
 
 
 def test_progress_off_and_no_logger_leave_out_the_callbacks_that_cannot_work():

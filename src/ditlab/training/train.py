@@ -24,6 +24,7 @@ from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
 from ditlab.provenance import git_commit
+from ditlab.report.curves import write_curves
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.training import run_dir as rd
@@ -129,6 +130,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         return {}
 
     rd.merge_csv_logs(run_dir)
+    write_curves(run_dir, images_per_step=data.batch_size * accumulate)  # loss + eval metrics vs steps
     recipe, sample_seconds = write_samples(cfg, module, objective, sampler, encoder, data, run_dir)
     summary = {
         "status": "finished",

@@ -1,0 +1,89 @@
+"""``<run>/curves.png``: the training loss and every evaluation metric of one run, against steps
+(bottom axis) and images seen (top axis). Written at the end of every run from ``metrics.csv`` and
+``eval/metrics.jsonl``; needs matplotlib (``pip install 'ditlab[report]'``), else it is skipped with
+a log line (a plot never fails a finished run).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+from ditlab.atomic import replace_atomically
+from ditlab.extras import available
+
+log = logging.getLogger("ditlab")
+CURVES_FILE = "curves.png"
+LOSS_KEYS = ("train/loss",)
+NOT_METRICS = {"step", "images_seen", "final", "seconds", "samples_per_process", "recipe"}
+
+Series = dict[str, tuple[list[int], list[float]]]
+
+
+def collect_series(run_dir: Path) -> Series:
+    """name -> (steps, values): ``train/loss`` from metrics.csv, then each eval metric (eval/<name>)."""
+    series: Series = {}
+    path = run_dir / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                for key in LOSS_KEYS:
+                    value = _number(row.get(key))
+                    if value is not None and row.get("step") not in (None, ""):
+                        steps, values = series.setdefault(key, ([], []))
+                        steps.append(int(float(row["step"])))
+                        values.append(value)
+    path = run_dir / "eval" / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            for key, value in row.items():
+                if key not in NOT_METRICS and _number(value) is not None:
+                    steps, values = series.setdefault(f"eval/{key}", ([], []))
+                    steps.append(int(row["step"]))
+                    values.append(float(value))
+    return series
+
+
+def write_curves(run_dir: Path, images_per_step: int) -> list[str]:
+    """Draw ``curves.png`` (one panel per series); returns the names drawn ([] when nothing was)."""
+    series = collect_series(run_dir)
+    if not series:
+        return []
+    if not available("report"):
+        log.info("curves.png skipped: it needs matplotlib (pip install 'ditlab[report]')")
+        return []
+    import matplotlib  # lazy for start-up: only the end of a run draws
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, (steps, values)) in zip(axes.flat, series.items()):
+        ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, lw=1.2)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if images_per_step > 0:  # the same axis in images seen (constant images per optimizer step)
+            top = ax.secondary_xaxis("top", functions=(lambda s: s * images_per_step, lambda i: i / images_per_step))
+            top.set_xlabel("images seen")
+    for ax in list(axes.flat)[len(series):]:
+        ax.set_visible(False)
+    fig.suptitle(run_dir.name, fontsize=9)
+    fig.tight_layout()
+    replace_atomically(run_dir / CURVES_FILE, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return list(series)
+
+
+def _number(value) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
