@@ -18,7 +18,40 @@ from ditlab.extras import require
 from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
 
+# --help lists these groups per command (conf/hydra/help/ditlab.yaml); options that are internal
+# base configs of their group are left out.
+HELP_GROUPS = {
+    "train": ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "callbacks", "eval",
+              "experiment", "hydra/launcher"],
+    "sample": ["sampler", "encoder"],
+    "export": ["sampler"],
+    "extract": ["data", "encoder"],
+    "flops": ["model", "block"],
+}
+INTERNAL_OPTIONS = {"trainer": {"default"}, "eval": {"base"}}
+
+
+def help_text(config_name: str) -> str:
+    """The usage lines of ``conf/<config_name>.yaml`` and the groups its command offers."""
+    lines = []
+    for line in Path(CONFIG_DIR, f"{config_name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].removeprefix(" "))
+    lines += ["", "== Choices (group=option) =="]
+    for group in HELP_GROUPS.get(config_name, []):
+        folder = Path(CONFIG_DIR, group)
+        options = sorted(p.stem for p in folder.glob("*.yaml") if p.stem not in INTERNAL_OPTIONS.get(group, ()))
+        note = " (with -m)" if group == "hydra/launcher" else ""
+        lines.append(f"{group}{note}: {', '.join(['basic', *options] if note else options)}")
+    return "\n".join(lines) + "\n"
+
+
 def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], None]:
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("ditlab_help", help_text, replace=True)  # used by --help only
+
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
     def _main(cfg):
         with one_line_errors():
