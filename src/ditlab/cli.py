@@ -103,3 +103,7 @@ def _extract(cfg):
 def extract_main() -> None:
     logging.getLogger("ditlab").setLevel(logging.INFO)
     _hydra_entry("extract", _extract)()
+
+
+if __name__ == "__main__":  # `python -m ditlab.cli <overrides>` is one ditlab-train run (the torchrun launcher's job)
+    train_main()

@@ -81,6 +81,7 @@ class EvalCallback(L.Callback):
         self.cfg = eval_cfg
         self.names = list(eval_cfg.metrics)
         self.every = int(eval_cfg.every_n_steps)
+        self.at_steps: set[int] = set()  # also evaluate at these steps (compute.eval_every_gflops)
         self.data, self.sampler, self.objective = data, sampler, objective
         self.run_dir = Path(run_dir)
         self.cache_dir = cache_dir
@@ -160,7 +161,8 @@ class EvalCallback(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         # At the start of the batch after step N, the EMA has seen all N updates.
         step = trainer.global_step
-        if self.every and step > 0 and step % self.every == 0 and step != self._last_step:
+        due = (self.every and step % self.every == 0) or step in self.at_steps
+        if due and step > 0 and step != self._last_step:
             self.evaluate(trainer, pl_module, final=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

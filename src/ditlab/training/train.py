@@ -27,10 +27,12 @@ from ditlab.provenance import git_commit
 from ditlab.report.curves import write_curves
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
+from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.loggers import build_loggers
+from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
 
@@ -79,6 +81,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
 
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
+    # compute.*: steps / evaluations / checkpoints placed by training compute (compute-matched sweeps)
+    plan = plan_compute(cfg.get("compute"), stats["gflops"], data.batch_size * accumulate,
+                        int(cfg.trainer.max_steps), stats["model"])
+    if plan is not None:
+        cfg.trainer.max_steps = plan.max_steps  # before config.yaml is written: a resume replans the same
+        if evaluator is not None and plan.eval_steps:
+            evaluator.every, evaluator.at_steps = 0, set(plan.eval_steps)
     meta = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "model_stats": stats,
@@ -103,7 +112,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (run_dir / "overrides.txt").write_text(" ".join(_overrides()) + "\n")
-    checkpointing = L.pytorch.callbacks.ModelCheckpoint(
+    checkpointing = StepCheckpoint(
+        plan.checkpoint_steps if plan is not None and plan.checkpoint_steps else None,
         dirpath=run_dir / rd.CHECKPOINT_DIR,
         filename="step{step:07d}",
         auto_insert_metric_name=False,
@@ -150,6 +160,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "sampling": recipe.as_dict(),
         "seed": int(cfg.seed),
         "git_commit": git_commit(),
+        "compute_plan": plan.as_dict() if plan is not None else None,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "init_from": cfg.get("init_from"),
         **(evaluator.summary_fields() if evaluator else {"metrics": {}}),

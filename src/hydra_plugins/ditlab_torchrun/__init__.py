@@ -1,0 +1,1 @@
+"""ditlab's Hydra launcher plugin: every multirun job as its own torchrun DDP group (``hydra/launcher=torchrun``)."""
