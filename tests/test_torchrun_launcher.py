@@ -56,7 +56,7 @@ def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_pa
                   env={"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}, timeout=120)
     assert res.returncode == 1, res.stderr[-3000:]
     assert "1 finished, 2 failed" in res.stderr
-    jobs = sorted((tmp_path / "sweep").iterdir())
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert [j.name.split("_")[0] for j in jobs] == ["0", "1", "2"]
     ranks = [[json.loads((j / f"rank{r}.json").read_text()) for r in (0, 1)] for j in jobs]
     for (seed, job), (r0, r1) in zip(enumerate(jobs, 1), ranks):
@@ -79,7 +79,7 @@ def test_two_jobs_train_as_two_process_gloo_groups(tmp_path):
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 finished, 0 failed" in res.stderr
-    jobs = sorted((tmp_path / "sweep").iterdir())
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
     assert len(jobs) == 2
     for job, patch in zip(jobs, (2, 4)):
         summary = json.loads((job / "summary.json").read_text())

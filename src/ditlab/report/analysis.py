@@ -70,17 +70,14 @@ def spearman(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
 
 
 def power_law_fit(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
-    """metric ≈ a · x^b, least squares in log-log space; None unless >= 2 distinct positive points."""
-    keep = (x > 0) & (y > 0)
-    x, y = x[keep], y[keep]
-    if len(x) < 2 or np.ptp(np.log(x)) == 0:
+    """metric ≈ a · x^b, least squares in log-log space; None with fewer than 3 distinct points
+    (two points fit any line exactly). Intervals and the irreducible term: :mod:`ditlab.report.fits`."""
+    from ditlab.report.fits import PowerLawFit, fit_scaling
+
+    fit = fit_scaling(x, y, form="power_law", bootstrap=0)
+    if not isinstance(fit, PowerLawFit):
         return None
-    b, log_a = np.polyfit(np.log(x), np.log(y), 1)
-    pred = log_a + b * np.log(x)
-    ss_res = float(((np.log(y) - pred) ** 2).sum())
-    ss_tot = float(((np.log(y) - np.log(y).mean()) ** 2).sum())
-    return {"a": float(math.exp(log_a)), "b": float(b), "r2": 1 - ss_res / ss_tot if ss_tot > 0 else None,
-            "n": int(len(x))}
+    return {"a": fit.a, "b": fit.b, "r2": fit.r2_log, "n": fit.n}
 
 
 def _finite(v: Any) -> bool:
