@@ -31,6 +31,13 @@ def test_gpu_slots_are_disjoint_and_too_few_gpus_is_refused():
         gpu_slots(["0", "1", "2", "3"], 4, 2)
 
 
+def test_too_few_gpus_stop_the_sweep_with_one_line_before_any_job(tmp_path):
+    res = run_cli("ditlab-train", "-m", "hydra/launcher=torchrun", "hydra.launcher.gpus=[0]", "seed=1,2",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("ditlab: error: hydra.launcher")
+    assert "Traceback" not in res.stderr and not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
+
+
 def test_job_trainer_must_match_the_process_count():
     assert job_problem(OmegaConf.create({"devices": 4, "strategy": "ddp"}), 4) is None
     assert "trainer.devices=4" in str(job_problem(OmegaConf.create({"devices": 1, "strategy": "auto"}), 4))
@@ -72,6 +79,7 @@ def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_pa
     assert summaries[2]["overrides"] == ["trainer=ddp_cpu", "seed=3"]
 
 
+@pytest.mark.slow  # ~40 s on 2 quiet cores, 2 min loaded; the launcher path is covered by the probe test above
 def test_two_jobs_train_as_two_process_gloo_groups(tmp_path):
     """The real thing on CPU: 2 jobs x 2 gloo processes through torchrun, each a DDP run of ditlab.cli."""
     res = run_cli("ditlab-train", "-m", "hydra/launcher=torchrun", "trainer=ddp_cpu", "hydra.launcher.gpus=[]",

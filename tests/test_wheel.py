@@ -60,6 +60,14 @@ def test_wheel_trains_samples_and_reports_outside_the_checkout(tmp_path):
          cwd=tmp_path, env=env)
     where = _run([python, "-c", "import ditlab; print(ditlab.__file__)"], work, env).stdout.strip()
     assert where.startswith(str(venv)), f"ditlab imported from {where}, not from the installed wheel"
+    # The torchrun launcher plugin ships in the hydra_plugins namespace (no hydra_plugins/__init__.py,
+    # which would hide every other installed Hydra plugin) and Hydra discovers it from the wheel.
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "hydra_plugins/ditlab_torchrun/torchrun_launcher.py" in names and "hydra_plugins/__init__.py" not in names
+    found = _run([python, "-c", "from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher; "
+                  "import hydra_plugins.ditlab_torchrun as p; print(p.__file__); "
+                  "print(' '.join(c.__name__ for c in Plugins.instance().discover(Launcher)))"], work, env).stdout.split()
+    assert found[0].startswith(str(venv)) and "TorchrunLauncher" in found[1:] and "JoblibLauncher" in found[1:]
 
     bin_ = venv / "bin"
     _run([bin_ / "ditlab-train", *FAST, "run_name=wheel", "trainer.max_steps=2", "checkpoint.every_n_steps=2"],

@@ -58,8 +58,8 @@ def check_sweep_strategy(cfg: DictConfig) -> None:
     if strategy.startswith("ddp") and not strategy.startswith("ddp_spawn") and str(devices) not in ("1", "None"):
         raise DitlabError(
             f"trainer.strategy={strategy} with trainer.devices={devices} inside a multirun would re-run the whole "
-            "sweep in every extra process; use one device per job, trainer.strategy=ddp_spawn, or a SLURM "
-            "launcher preset (hydra/launcher=slurm_4gpu)"
+            "sweep in every extra process; use one device per job, hydra/launcher=torchrun (each job its own "
+            "DDP group), trainer.strategy=ddp_spawn, or a SLURM launcher preset (hydra/launcher=slurm_4gpu)"
         )
 
 

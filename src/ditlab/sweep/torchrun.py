@@ -49,7 +49,8 @@ def gpu_slots(gpus: Sequence[str], nproc_per_node: int, parallel_jobs: int) -> l
     if need > len(gpus):
         raise DitlabError(
             f"hydra.launcher.parallel_jobs={parallel_jobs} x nproc_per_node={nproc_per_node} needs {need} GPUs but "
-            f"{len(gpus)} are visible ({','.join(gpus)}); lower hydra.launcher.parallel_jobs"
+            f"{len(gpus)} are visible ({','.join(gpus)}); lower hydra.launcher.parallel_jobs or nproc_per_node "
+            "(= trainer.devices)"
         )
     return [",".join(gpus[i * nproc_per_node:(i + 1) * nproc_per_node]) for i in range(parallel_jobs)]
 

@@ -59,15 +59,17 @@ class TorchrunLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context  # the task runs in the torchrun processes
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from ditlab.errors import one_line_errors
         from ditlab.sweep import torchrun as tr
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         slots: Queue = Queue()
-        for slot in tr.gpu_slots(tr.visible_gpus(OmegaConf.to_object(self.gpus) if OmegaConf.is_config(self.gpus)
-                                                 else self.gpus), self.nproc_per_node, self.parallel_jobs):
-            slots.put(slot)
+        gpus = OmegaConf.to_object(self.gpus) if OmegaConf.is_config(self.gpus) else self.gpus
+        with one_line_errors():  # a launcher setting that cannot work: one line, exit 2, nothing started
+            for slot in tr.gpu_slots(tr.visible_gpus(gpus), self.nproc_per_node, self.parallel_jobs):
+                slots.put(slot)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs, {self.parallel_jobs} at a time, "
                  f"each as torchrun --nproc-per-node={self.nproc_per_node}")
