@@ -104,3 +104,33 @@ def test_report_refuses_fits_from_two_runs_and_a_holdout_that_leaves_too_few(tmp
         main([str(tmp_path / "four"), "--holdout", "2"])
     assert exit_.value.code == 2 and "lower --holdout" in capsys.readouterr().err
     assert not (tmp_path / "four" / "report").exists()  # refused before anything was written
+
+
+def test_at_step_compares_runs_as_they_were_then_unfinished_ones_included(tmp_path, capsys):
+    make_sweep(tmp_path / "sweep", [0.001, 0.002, 0.004, 0.008])
+    running = tmp_path / "sweep" / "4_running"  # still training: config, logger hparams, eval history; no summary
+    (running / "eval").mkdir(parents=True)
+    (running / "logs" / "version_0").mkdir(parents=True)
+    (running / "config.yaml").write_text("model: {name: small, patch_size: 2}\nblock: {name: adaln_zero}\nrun_name: r\n")
+    (running / "logs" / "version_0" / "hparams.yaml").write_text("model/gflops: 0.016\n")
+    (running / "eval" / "metrics.jsonl").write_text(json.dumps({"step": 500, "images_seen": 500 * BATCH, "fd_digits": 9.5,
+                                                                "seconds": 3.0, "final": False}) + "\n")
+    main([str(tmp_path / "sweep"), "--at-step", "500", "--bootstrap", "0"])
+    out = capsys.readouterr().out
+    assert "5 runs (5 finished, 0 failed, 0 unfinished) as of step 500" in out
+    study = json.loads((tmp_path / "sweep" / "report" / "scaling.json").read_text())
+    rows = {r["run"]: r for r in csv_rows(tmp_path / "sweep" / "report" / "report.csv")}
+    assert rows["4_running"]["model"] == "DiT-small/2" and float(rows["4_running"]["fd_digits"]) == 9.5
+    assert float(rows["4_running"]["train_compute_gflops"]) == pytest.approx(3 * 0.016 * 500 * BATCH)
+    assert int(rows["0_run0"]["steps"]) == 500  # a finished 1000-step run, as it was at step 500
+    assert study["study"]["fits"]["compute"]["n"] == 5
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "sweep"), "--at-step", "123", "--out", str(tmp_path / "r2")])
+    assert exit_.value.code == 2 and "no run has an evaluation at step 123" in capsys.readouterr().err
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))

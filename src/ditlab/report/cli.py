@@ -24,7 +24,7 @@ from typing import Any
 
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
-from ditlab.report.collect import collect_runs
+from ditlab.report.collect import as_of_step, collect_runs
 from ditlab.report.markdown import markdown
 from ditlab.report.plots import fit_plot, frontier_plot
 from ditlab.report.predict import FITS, scaling_study
@@ -33,12 +33,19 @@ OUTPUTS = ("report.csv", "report.md", "scaling.json")
 
 
 def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bool = False, holdout: int = 0,
-                 bootstrap: int = 400) -> dict[str, Any]:
+                 bootstrap: int = 400, at_step: int | None = None) -> dict[str, Any]:
     if not root.is_dir():
         raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
     runs = [r for r in collect_runs(root) if not _inside(r.path, out)]
     if not runs:
         raise DitlabError(f"no runs under {root} (looked for summary.json, config.yaml, checkpoints/)")
+    left_out: list[str] = []
+    if at_step is not None:
+        runs, left = as_of_step(runs, at_step)
+        left_out = [r.name for r in left]
+        if not runs:
+            raise DitlabError(f"--at-step {at_step}: no run has an evaluation at step {at_step} (eval/metrics.jsonl); "
+                              "pick a step at which the runs were evaluated")
     metrics = available_metrics(runs)
     if metric is not None and metric not in metrics:
         raise DitlabError(f"--metric {metric} is in no run's summary; available: {', '.join(metrics) or 'none'}")
@@ -59,7 +66,8 @@ def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bo
 
     rows = table_rows(runs, metrics)
     _write_csv(out / "report.csv", rows)
-    result: dict[str, Any] = {"runs": len(runs), "metric": metric, "out": str(out),
+    result: dict[str, Any] = {"runs": len(runs), "metric": metric, "out": str(out), "at_step": at_step,
+                              "left_out": left_out,
                               "status": {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "unfinished")}}
     if study is not None:
         x, y, _ = points(runs, "gflops", metric)
@@ -101,15 +109,20 @@ def main(argv: list[str] | None = None) -> None:
                              "the fits' predictions for those N")
     parser.add_argument("--bootstrap", type=int, default=400, metavar="B",
                         help="bootstrap resamples for the 95%% intervals (default 400; 0: none)")
+    parser.add_argument("--at-step", type=int, metavar="N",
+                        help="compare every run as it was at step N (its evaluation there, from eval/metrics.jsonl), "
+                             "unfinished runs included; runs not evaluated at N are left out")
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = parser.parse_args(argv)
     root = Path(args.dir)
     with one_line_errors():
         result = build_report(root, Path(args.out) if args.out else root / "report", args.metric, args.overwrite,
-                              args.holdout, args.bootstrap)
+                              args.holdout, args.bootstrap, args.at_step)
     st = result["status"]
-    print(f"{result['runs']} runs ({st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished)")
+    print(f"{result['runs']} runs ({st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished)"
+          + (f" as of step {result['at_step']}; left out (not evaluated there): {', '.join(result['left_out']) or 'none'}"
+             if result["at_step"] is not None else ""))
     if result["metric"]:
         metric, study = result["metric"], result["study"]
         rho = result.get("spearman_gflops")

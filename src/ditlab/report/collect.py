@@ -50,8 +50,8 @@ def _read_run(path: Path, root: Path) -> Run:
     summary = _read_json(path / "summary.json")
     if summary is None and (path / FAILURE_FILE).is_file():
         summary = _read_json(path / FAILURE_FILE)
-    if summary is None:
-        return Run(path, name, "unfinished", _describe_unfinished(path))
+    if summary is None:  # its eval history so far still counts for `ditlab-report --at-step`
+        return Run(path, name, "unfinished", _describe_unfinished(path), _read_history(path / "eval/metrics.jsonl"))
     status = "failed" if summary.get("status") == "failed" else "finished"
     if (path / FAILURE_FILE).is_file() and status == "finished":
         status = "failed"  # a later attempt in the same folder failed; the earlier summary is kept
@@ -65,9 +65,41 @@ def _describe_unfinished(path: Path) -> dict[str, Any]:
         from ditlab.models.accounting import describe_model  # lazy for start-up: ditlab-report needs no torch
 
         cfg = OmegaConf.load(path / "config.yaml")
-        return {**describe_model(cfg.model, cfg.block), "run_name": cfg.get("run_name")}
+        out = {**describe_model(cfg.model, cfg.block), "run_name": cfg.get("run_name")}
     except Exception:  # noqa: BLE001 - no or unreadable config: the path is all there is
         return {}
+    for hparams in sorted(path.glob("logs/*/hparams.yaml")):  # the model's Gflops, as the logger recorded them
+        try:
+            gflops = (OmegaConf.load(hparams) or {}).get("model/gflops")
+        except Exception:  # noqa: BLE001 - best effort
+            continue
+        if isinstance(gflops, (int, float)):
+            out["gflops"] = float(gflops)
+    return out
+
+
+HISTORY_META = ("step", "images_seen", "final", "seconds")  # eval-history keys that are not metrics
+
+
+def as_of_step(runs: list[Run], step: int) -> tuple[list[Run], list[Run]]:
+    """Every run as it was at ``step``: its evaluation there stands in for its final values, so runs of
+    different lengths, or still running, compare at equal steps (constant learning rate: a run's state
+    at step N does not depend on how long it goes on). Returns (those runs, those left out: failed, no
+    evaluation at that step, or no known Gflops)."""
+    kept, left = [], []
+    for run in runs:
+        row = next((h for h in run.history if h.get("step") == step), None)
+        gflops = run.summary.get("gflops")
+        if run.status == "failed" or row is None or not isinstance(gflops, (int, float)):
+            left.append(run)
+            continue
+        metrics = {k: v for k, v in row.items()
+                   if k not in HISTORY_META and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        seen = int(row.get("images_seen") or 0)
+        summary = {**run.summary, "status": "finished", "steps": step, "images_seen": seen,
+                   "train_compute_gflops": 3 * gflops * seen, "metrics": metrics, "as_of_step": step}
+        kept.append(Run(run.path, run.name, "finished", summary, [h for h in run.history if h.get("step", 0) <= step]))
+    return kept, left
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

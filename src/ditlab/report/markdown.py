@@ -16,6 +16,10 @@ def markdown(root: Path, runs: list[Run], rows: list[dict[str, Any]], metrics: l
     st = result["status"]
     lines = [f"# ditlab report: `{root}`", "",
              f"{len(runs)} runs: {st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished.", ""]
+    if result.get("at_step") is not None:
+        left = ", ".join(f"`{n}`" for n in result.get("left_out") or []) or "none"
+        lines += [f"**As of step {result['at_step']}**: every run's evaluation at that step stands in for its final "
+                  f"values (unfinished runs included). Left out (not evaluated there, failed, or Gflops unknown): {left}.", ""]
     if metric:
         lines.append(f"Metric: **{metric}** ({'lower' if study and study.lower_is_better else 'higher'} is better).")
         rho = result.get("spearman_gflops")
