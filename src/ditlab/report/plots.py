@@ -76,10 +76,10 @@ def fit_plot(runs: list[Run], study: Study, kind: str, path: Path, title: str) -
                 label=f"fit on {fit.n} runs: {fit.formula(study.metric, 'x')}")
         for row in study.predictions:
             pred = row["fit"].get(kind)
-            if pred and pred["lo"] is not None:
+            if pred:
                 xi = row["gflops" if kind == "gflops" else "train_compute_gflops"]
-                ax.errorbar([xi * 1.04], [pred["predicted"]], yerr=[[pred["predicted"] - pred["lo"]], [pred["hi"] - pred["predicted"]]],
-                            fmt="x", color="C3", capsize=3, zorder=4)
+                err = None if pred["lo"] is None else [[pred["predicted"] - pred["lo"]], [pred["hi"] - pred["predicted"]]]
+                ax.errorbar([xi * 1.04], [pred["predicted"]], yerr=err, fmt="x", color="C3", capsize=3, zorder=4)
         if study.predictions:
             ax.plot([], [], "x", color="C3", label="prediction for held-out runs (open markers)")
     elif isinstance(fit, str):
