@@ -97,7 +97,8 @@ def as_of_step(runs: list[Run], step: int) -> tuple[list[Run], list[Run]]:
                    if k not in HISTORY_META and isinstance(v, (int, float)) and not isinstance(v, bool)}
         seen = int(row.get("images_seen") or 0)
         summary = {**run.summary, "status": "finished", "steps": step, "images_seen": seen,
-                   "train_compute_gflops": 3 * gflops * seen, "metrics": metrics, "as_of_step": step}
+                   "train_compute_gflops": 3 * gflops * seen, "metrics": metrics, "as_of_step": step,
+                   "final_loss": None, "wall_seconds": None}  # those describe the whole run, not step N
         kept.append(Run(run.path, run.name, "finished", summary, [h for h in run.history if h.get("step", 0) <= step]))
     return kept, left
 
