@@ -4,6 +4,7 @@ and held-out predictions, and the compute-optimal frontier of the eval histories
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from ditlab.report.analysis import points
