@@ -102,3 +102,31 @@ def test_the_import_graph_is_acyclic():
 
 def test_config_imports_nothing_else_from_ditlab():
     assert import_graph()["ditlab.config"] == set()
+
+
+def test_the_wandb_log_reader_stays_outside_the_library():
+    # It parses wandb's own offline format (no public API reads it); only tests and users import it.
+    assert not [m for m, edges in import_graph().items() if "ditlab.training.wandb_offline" in edges]
+
+
+# docs/architecture.md's layers, bottom (0) to top (4); a module imports only from its layer or below.
+LAYERS = (
+    (4, ("ditlab.cli", "ditlab.tools", "ditlab.report.cli")),
+    (3, ("ditlab.training", "ditlab.sweep", "ditlab.report", "ditlab.cache.extract")),
+    (2, ("ditlab.build",)),
+    (1, ("ditlab.models", "ditlab.objectives", "ditlab.samplers", "ditlab.encoders", "ditlab.data", "ditlab.cache",
+         "ditlab.metrics")),
+)
+
+
+def layer(module: str) -> int:
+    for level, prefixes in LAYERS:  # most specific first: ditlab.report.cli before ditlab.report
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    return 0  # foundations: config, registry, errors, images, atomic, devices, provenance, progress
+
+
+def test_layers_import_only_downwards():
+    upward = [f"{m} -> {e}" for m, edges in import_graph().items() for e in edges
+              if m != PACKAGE and layer(e) > layer(m)]
+    assert not upward, "imports against the layering of docs/architecture.md: " + "; ".join(upward)

@@ -49,3 +49,20 @@ def test_the_steps_check_is_one_function():
     with pytest.raises(DitlabError, match=r"^sampler.steps=51 exceeds the 50 steps the model was trained with; "
                                           r"set sampler.steps <= 50$"):
         check_steps(51, DDPMObjective(num_timesteps=50))
+
+
+def test_flow_paths_are_registry_entries_with_options():
+    from ditlab.objectives.paths import PATHS, VPPath, build_path
+
+    assert PATHS.names() == ["gvp", "linear", "vp"]
+    vp = build_path("vp", options={"sigma_min": 0.2, "sigma_max": 10.0})
+    assert isinstance(vp, VPPath) and (vp.sigma_min, vp.sigma_max) == (0.2, 10.0)
+    assert FlowObjective(path="vp", path_options={"sigma_max": 10.0}).describe()["path_options"] == {"sigma_max": 10.0}
+    assert "path_options" not in FlowObjective().describe()  # unchanged for the built-in defaults
+    with pytest.raises(DitlabError, match=r"unknown flow path 'nope'; set objective.path to one of gvp, linear, vp, "
+                                          r"or register your own .* objective.path_module"):
+        build_path("nope")
+    with pytest.raises(DitlabError, match="bad objective.path_options for flow path 'linear'"):
+        build_path("linear", options={"power": 2})
+    with pytest.raises(DitlabError, match=r"cannot import plugin module 'no_such' \(set by objective.path_module\)"):
+        build_path("linear", module="no_such")

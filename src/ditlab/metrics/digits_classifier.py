@@ -21,7 +21,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ditlab.atomic import write_once
+from ditlab.data.digits import load_digits_tensors
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.images import to_uint8
 
 CACHE_VERSION = 1
 
@@ -56,9 +58,6 @@ def uint8_to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _real_digits_uint8(resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    from ditlab.data.digits import load_digits_tensors
-    from ditlab.samplers.generate import to_uint8
-
     x, y = load_digits_tensors(resolution)
     return to_uint8(x), y.numpy()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ditlab.samplers.generate import to_uint8
+from ditlab.images import to_uint8
 
 
 def real_to_uint8(images: torch.Tensor) -> np.ndarray:

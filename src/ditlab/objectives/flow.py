@@ -25,7 +25,8 @@ TIME_SAMPLING = ("uniform", "logit_normal")
 
 @OBJECTIVES.register("flow")
 class FlowObjective(Objective):
-    """``path`` linear|gvp|vp, ``prediction`` velocity|noise|score, ``time_sampling`` uniform|logit_normal."""
+    """``path`` linear|gvp|vp (or a registered one, see :mod:`ditlab.objectives.paths`), ``prediction``
+    velocity|noise|score, ``time_sampling`` uniform|logit_normal."""
 
     family = "flow"
     name = "flow"
@@ -40,6 +41,8 @@ class FlowObjective(Objective):
         logit_normal_std: float = 1.0,
         train_eps: float | None = None,
         sample_eps: float | None = None,
+        path_module: str | None = None,
+        path_options: dict | None = None,
     ):
         if prediction not in PREDICTIONS:
             raise DitlabError(f"unknown flow prediction '{prediction}'; set objective.prediction to one of {PREDICTIONS}")
@@ -47,7 +50,8 @@ class FlowObjective(Objective):
             raise DitlabError(f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood")
         if time_sampling not in TIME_SAMPLING:
             raise DitlabError(f"unknown time sampling '{time_sampling}'; set objective.time_sampling to one of {TIME_SAMPLING}")
-        self.path = build_path(path)
+        self.path = build_path(path, path_module, path_options)
+        self.path_options = dict(path_options or {})
         self.prediction = prediction
         self.loss_weight = loss_weight
         self.time_sampling = time_sampling
@@ -116,6 +120,7 @@ class FlowObjective(Objective):
             "name": self.name,
             "family": self.family,
             "path": self.path.name,
+            **({"path_options": self.path_options} if self.path_options else {}),
             "prediction": self.prediction,
             "loss_weight": self.loss_weight,
             "time_sampling": self.time_sampling,

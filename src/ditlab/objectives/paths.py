@@ -4,6 +4,10 @@ Formulas follow SiT's ``transport/path.py`` (official SiT repository); every met
 already shaped to broadcast against ``x`` (e.g. (N, 1, 1, 1)) and works in ``t``'s dtype.
 ``drift`` returns SiT's pair (drift_mean, drift_var) = (−f·x, g²/2) with f = α̇/α, so the
 probability-flow velocity is v = −drift_mean + drift_var·score.
+
+Paths are registry entries like blocks: ``@PATHS.register("name")`` on a :class:`Path` subclass
+that defines ``alpha`` and ``sigma``, selected with ``objective.path=name``; ``objective.path_module``
+names the user's module to import first, ``objective.path_options`` its constructor arguments.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import math
 import torch
 
 from ditlab.errors import DitlabError
+from ditlab.registry import Registry, import_plugin
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+PATHS: Registry[type["Path"]] = Registry("flow path", "objective.path")
 
 
 class Path:
@@ -62,6 +68,7 @@ class Path:
         return drift_var * score - drift_mean
 
 
+@PATHS.register("linear")
 class LinearPath(Path):
     """SiT's ``ICPlan`` (default): α = t, σ = 1 − t; straight lines, constant velocity x1 − x0."""
 
@@ -77,6 +84,7 @@ class LinearPath(Path):
         return 1 / t
 
 
+@PATHS.register("gvp")
 class GVPPath(Path):
     """SiT's ``GVPCPlan``: α = sin(πt/2), σ = cos(πt/2), so α² + σ² = 1 (variance preserving)."""
 
@@ -92,6 +100,7 @@ class GVPPath(Path):
         return math.pi / (2 * torch.tan(math.pi / 2 * t))
 
 
+@PATHS.register("vp")
 class VPPath(Path):
     """SiT's ``VPCPlan``: the DDPM-like VP SDE, α = exp(m(t)) with β from σ_min to σ_max."""
 
@@ -123,14 +132,22 @@ class VPPath(Path):
         return -0.5 * beta * x, beta / 2
 
 
-PATHS: dict[str, type[Path]] = {"linear": LinearPath, "gvp": GVPPath, "vp": VPPath}
-
-
-def build_path(name: str) -> Path:
+def build_path(name: str, module: str | None = None, options: dict | None = None) -> Path:
+    """The registered path ``name`` (after importing the user's ``module``), built with ``options``."""
+    if module:
+        import_plugin(module, "objective.path_module")
     key = name.lower()
     if key not in PATHS:
-        raise DitlabError(f"unknown flow path '{name}'; set objective.path to one of {', '.join(PATHS)}")
-    return PATHS[key]()
+        raise DitlabError(
+            f"unknown flow path '{name}'; set objective.path to one of {', '.join(PATHS.names())}, or register "
+            "your own with @PATHS.register and name its module in objective.path_module"
+        )
+    try:
+        path = PATHS.get(key)(**(options or {}))
+    except TypeError as e:
+        raise DitlabError(f"bad objective.path_options for flow path '{name}': {e}") from None
+    path.name = path.name or key  # what summaries record
+    return path
 
 
 def expand_t_like_x(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,11 @@ import torch
 
 from ditlab.encoders.base import LatentEncoder
 from ditlab.errors import DitlabError
+from ditlab.images import to_uint8  # noqa: F401  (the pixel rule; also importable from here)
 from ditlab.objectives.base import Objective
 from ditlab.progress import bar as progress_bar
 from ditlab.samplers.base import Sampler
 from ditlab.samplers.guidance import GuidedModel
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8 with DiT's rule clamp(127.5 x + 128) then truncate."""
-    return (127.5 * x + 128.0).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def class_balanced_labels(num_classes: int, num_samples: int) -> torch.Tensor:

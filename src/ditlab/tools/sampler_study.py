@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 from ditlab.config import compose
 from ditlab.data.digits import load_digits_tensors
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.images import to_uint8
 from ditlab.metrics.digits_classifier import classify_samples, digits_frechet_distance
-from ditlab.samplers.generate import to_uint8
 from ditlab.tools.sample import sample
 from ditlab.training.train import train
 

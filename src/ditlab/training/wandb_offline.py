@@ -8,6 +8,12 @@ summary updates (and the last history values) so a user or a test can check what
 show once synced:
 
     python -m ditlab.training.wandb_offline runs/<run>
+
+Why a parser of wandb's own format: wandb has no public API that reads an offline run without a
+server (``wandb.Api`` needs one; ``wandb sync --view`` prints text). The reader is therefore kept
+isolated: nothing in the library imports it (tests and users do), it touches only the log framing
+and the generated ``wandb.proto`` messages, and pyproject.toml bounds wandb to the versions it was
+checked against.
 """
 
 from __future__ import annotations
