@@ -9,7 +9,6 @@ import pytest
 import torch
 from ditlab.cli import compose
 from ditlab.errors import DitlabError
-from ditlab.samplers.generate import to_uint8
 from ditlab.tools.export import export
 from ditlab.tools.sample import sample
 from ditlab.training.train import train
@@ -22,8 +21,8 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
 
     vae = make_tiny_vae(tmp_path / "vae")
     make_image_folder(tmp_path / "images", per_class=3, corrupt=False)
-    train(train_cfg("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.resolution=16", "data.num_workers=0", "data.batch_size=4",
-                    "encoder=sd_vae", f"encoder.path={vae}", "final_samples.num_samples=3",
+    train(train_cfg("data=imagefolder", f"data.root={tmp_path / 'images'}", "data.resolution=16", "data.num_workers=0",
+                    "data.batch_size=4", "encoder=sd_vae", f"encoder.path={vae}", "final_samples.num_samples=3",
                     "final_samples.batch_size=3", "progress=false"))
     run = tmp_path / "run"
     recipe = ["sampler=dpm_solver", "sampler.steps=5", "seed=3"]
@@ -40,7 +39,8 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
     assert all(b.norm1.emb.time_proj.downscale_freq_shift == 0 for b in pipe.transformer.transformer_blocks)
     images = pipe(class_labels=labels.tolist(), guidance_scale=1, num_inference_steps=5, output_type="pt",
                   generator=torch.Generator().manual_seed(3)).images  # (N, 3, H, W) in [0, 1]
-    theirs = to_uint8(images * 2 - 1)  # back to [-1, 1], then ditlab's uint8 rule
+    x = (images * 2 - 1).permute(0, 2, 3, 1).numpy()  # back to [-1, 1], NHWC
+    theirs = np.clip(127.5 * x + 128, 0, 255).astype(np.uint8)  # ditlab's (DiT's) uint8 rule: clamp, truncate
     assert theirs.shape == ours.shape == (6, 16, 16, 3)
     # Same weights, noise, scheduler and steps; the two transformers differ only in float32 op order.
     diff = np.abs(theirs.astype(int) - ours.astype(int))
