@@ -28,9 +28,10 @@ from ditlab.models.blocks import BLOCKS
 from ditlab.objectives import OBJECTIVES
 from ditlab.objectives.paths import PATHS
 from ditlab.samplers import SAMPLERS
+from ditlab.training.loggers import LOGGERS
 from ditlab.training.train import train
 
-REGISTRIES = (BLOCKS, OBJECTIVES, PATHS, SAMPLERS, ENCODERS, DATASETS)
+REGISTRIES = (BLOCKS, OBJECTIVES, PATHS, SAMPLERS, ENCODERS, DATASETS, LOGGERS)
 
 
 @dataclass
@@ -294,7 +295,48 @@ DATASET = Part(
     check=check_dataset,
 )
 
-PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET]
+def check_logger(s, run):
+    lines = [json.loads(x) for x in (run / "ext_metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in x for x in lines)
+    assert not (run / "metrics.csv").exists()  # logger=ext_jsonl alone replaced the default csv
+
+
+LOGGER = Part(
+    kind="logger",
+    module="ext_loggers",
+    code="""
+        import json
+
+        from lightning.pytorch.loggers import Logger
+
+        from ditlab.training.loggers import LOGGERS
+
+
+        class JsonLinesLogger(Logger):
+            name, version = "jsonl", 0
+
+            def __init__(self, path):
+                super().__init__()
+                self.path = path
+
+            def log_metrics(self, metrics, step=None):
+                with open(self.path, "a") as f:
+                    f.write(json.dumps({"step": step, **metrics}) + "\\n")
+
+            def log_hyperparams(self, params, *args, **kwargs):
+                pass
+
+
+        @LOGGERS.register("ext_jsonl")
+        def build(cfg, run_dir, full_cfg):  # the logger group's entry point: (its YAML, run dir, whole config)
+            return JsonLinesLogger(run_dir / cfg.file)
+    """,
+    yaml_path="logger/ext_jsonl.yaml",
+    yaml="# @package logger.ext_jsonl\nname: ext_jsonl\nmodule: ext_loggers\nfile: ext_metrics.jsonl\n",
+    check=check_logger,
+)
+
+PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET, LOGGER]
 
 
 # ------------------------------------------------------------------------------------------------ test
