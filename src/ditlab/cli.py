@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+from omegaconf import OmegaConf
 
 # compose() is documented as ``ditlab.cli.compose``; it lives in ditlab.config with the config location.
 from ditlab.config import CONFIG_DIR, compose  # noqa: F401  (re-exported)
@@ -48,8 +49,6 @@ def help_text(config_name: str) -> str:
 
 
 def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], None]:
-    from omegaconf import OmegaConf
-
     OmegaConf.register_new_resolver("ditlab_help", help_text, replace=True)  # used by --help only
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError
+from ditlab.metrics.digits_classifier import CACHE_VERSION, DigitsFeatureExtractor, load_digits_classifier
 
 # torch-fidelity's port of the TF Inception-v3 used by every published FID.
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -94,8 +95,6 @@ def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
 
 def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
     """The small CNN trained once on the real digits (cached per resolution): 64-d features, 10 logits."""
-    from ditlab.metrics.digits_classifier import CACHE_VERSION, DigitsFeatureExtractor, load_digits_classifier
-
     net, heldout = load_digits_classifier(int(resolution), cache_dir)
     features = DigitsFeatureExtractor(net)
     return Extractor(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ditlab.report.collect import Run
+from ditlab.report.fits import PowerLawFit, fit_scaling
 
 # Preferred y-axis when --metric is not given: Inception FID first, then the digits feature space.
 METRIC_PREFERENCE = ("fid", "fd_digits", "kid", "kd_digits", "is", "digits_accuracy")
@@ -72,8 +73,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
 def power_law_fit(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
     """metric ≈ a · x^b, least squares in log-log space; None with fewer than 3 distinct points
     (two points fit any line exactly). Intervals and the irreducible term: :mod:`ditlab.report.fits`."""
-    from ditlab.report.fits import PowerLawFit, fit_scaling
-
     fit = fit_scaling(x, y, form="power_law", bootstrap=0)
     if not isinstance(fit, PowerLawFit):
         return None

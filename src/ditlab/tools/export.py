@@ -26,8 +26,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_sampler
+from ditlab.cli import _hydra_entry
 from ditlab.config import CONFIG_DIR
+from ditlab.encoders.vae import VAEEncoder
 from ditlab.errors import DitlabError
+from ditlab.models.diffusers_interop import to_diffusers
+from ditlab.tools.sample_source import load_ditlab
 
 log = logging.getLogger("ditlab")
 DIFFUSERS_SAMPLERS = ("dpm_solver", "diffusers")  # samplers that are a diffusers scheduler
@@ -35,11 +39,7 @@ DIFFUSERS_SAMPLERS = ("dpm_solver", "diffusers")  # samplers that are a diffuser
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Write the folder; returns what ``ditlab_export.json`` records."""
-    from diffusers import DiTPipeline
-
-    from ditlab.encoders.vae import VAEEncoder
-    from ditlab.models.diffusers_interop import to_diffusers
-    from ditlab.tools.sample_source import load_ditlab
+    from diffusers import DiTPipeline  # lazy for start-up: diffusers is slow to import
 
     for key in ("ckpt", "out"):
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
@@ -108,7 +108,5 @@ def _sampler_config(chosen: DictConfig | None, own: dict[str, Any]) -> DictConfi
 
 
 def main() -> None:
-    from ditlab.cli import _hydra_entry
-
     logging.getLogger("ditlab").setLevel(logging.INFO)
     _hydra_entry("export", export)()

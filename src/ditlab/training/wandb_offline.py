@@ -61,7 +61,7 @@ def iter_records(path: str | Path) -> Iterator[bytes]:
 def read_offline_run(path: str | Path) -> dict[str, Any]:
     """``{"summary", "history" (last value per key), "config", "run" (id, name, group, tags), "complete"
     (the run was finished)}`` of one offline run."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2 as pb  # lazy: wandb is an optional extra
 
     summary: dict[str, Any] = {}
     history: dict[str, Any] = {}
