@@ -125,7 +125,7 @@ def test_rich_bar_replaces_tqdm_or_names_its_extra():
     from ditlab.extras import available
 
     cfg = compose_train("callbacks=[default,rich_progress_bar]").callbacks
-    assert list(cfg) == ["progress_bar", "lr_monitor"]  # same key: rich's bar replaces tqdm's
+    assert list(cfg) == ["progress_bar", "lr_monitor", "throughput"]  # same key: rich's bar replaces tqdm's
     if available("rich"):
         from lightning.pytorch.callbacks import RichProgressBar
 

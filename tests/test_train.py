@@ -111,10 +111,21 @@ class NaNAfterTwoSteps(DDPMObjective):
 
 def test_nan_loss_stops_with_one_clear_error_and_keeps_checkpoints(train_cfg, tmp_path):
     NaNAfterTwoSteps.calls = 0
-    with pytest.raises(DitlabError, match="loss became nan at step 2.*optim.lr"):
+    with pytest.raises(DitlabError, match="loss became nan by step 2.*optim.lr"):
         train(train_cfg("objective.name=nan_after_2_steps"))
     assert (tmp_path / "run" / "checkpoints" / "step0000002.ckpt").is_file()
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_nan_loss_between_logging_steps_never_reaches_a_checkpoint(train_cfg, tmp_path):
+    # The loss is read back only on logging steps (no per-step GPU sync); the checkpoint save checks it too.
+    NaNAfterTwoSteps.calls = 0
+    with pytest.raises(DitlabError, match="loss became nan by step 4"):
+        train(train_cfg("objective.name=nan_after_2_steps", "trainer.log_every_n_steps=10", "trainer.max_steps=8"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step0000002.ckpt"]
+    # step 4's saves (NaN weights) were refused: last.ckpt is still step 2's
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 @pytest.mark.parametrize("override,message", [

@@ -55,15 +55,27 @@ class DiffusionModule(L.LightningModule):
         z = self.encoder.encode(x)
         terms = self.objective.loss(self.model, z, {"y": y})
         loss = terms["loss"].mean()
-        if not torch.isfinite(loss):
+        self._last_loss = loss.detach()
+        # Reading a value back (finiteness check, logging) waits for the GPU: done on logging steps only,
+        # when the logger reads it anyway. A non-finite loss also blocks every checkpoint save.
+        if self._is_logging_step():
+            self._check_finite()
+            for name, value in terms.items():
+                self.log(f"train/{name}", value.mean(), prog_bar=name == "loss", sync_dist=True)
+            self.log("train/images_seen", float((self.global_step + 1) * self.images_per_step), sync_dist=False)
+        return loss
+
+    def _is_logging_step(self) -> bool:
+        step, trainer = self.global_step + 1, self.trainer
+        return step % trainer.log_every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0
+
+    def _check_finite(self) -> None:
+        loss = getattr(self, "_last_loss", None)
+        if loss is not None and not torch.isfinite(loss):
             raise DitlabError(
-                f"the training loss became {loss.item()} at step {self.global_step}; the last good checkpoint "
+                f"the training loss became {loss.item()} by step {self.global_step}; the last good checkpoint "
                 "is kept. Lower optim.lr, set trainer.gradient_clip_val=1.0, or use trainer.precision=32-true"
             )
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.mean(), prog_bar=name == "loss", sync_dist=True)
-        self.log("train/images_seen", float((self.global_step + 1) * self.images_per_step), sync_dist=False)
-        return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Runs after the optimizer step of this batch (no gradient accumulation) or every batch; guard
@@ -82,6 +94,7 @@ class DiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()  # never write diverged weights over the last good checkpoint
         checkpoint["ditlab"] = self.meta
         np_state = np.random.get_state()
         checkpoint["rng"] = {

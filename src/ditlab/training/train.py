@@ -35,21 +35,24 @@ from ditlab.training.loggers import build_loggers
 from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
+from ditlab.training.throughput import TrainingThroughput
 
 log = logging.getLogger("ditlab")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one run described by ``cfg``; returns the summary written to ``summary.json``."""
+def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train one run described by ``cfg``; returns the summary written to ``summary.json``.
+
+    ``callbacks`` are added to the ones the config builds (benchmarks time steps with one)."""
     with warnings.catch_warnings():  # scoped to the run: importing ditlab changes no warning filters
         # The EMA copy is deliberately in eval mode; Lightning's warning about it is noise.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         with progress.enabled_if(cfg.get("progress", True)):
-            return _train(cfg)
+            return _train(cfg, callbacks)
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     t_start = time.time()
     _validate(cfg)
     run_dir = Path(cfg.paths.output_dir).resolve()
@@ -126,8 +129,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
     trainer_kwargs["enable_progress_bar"] = show_bar
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
-    callbacks = [checkpointing, *extra] + ([evaluator] if evaluator else [])
-    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir)
+    all_callbacks = [checkpointing, *extra] + ([evaluator] if evaluator else []) + list(callbacks or [])
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=all_callbacks, default_root_dir=run_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
     t_fit = time.time()
@@ -157,6 +160,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": round(fit_seconds, 2),
         "sample_seconds": round(sample_seconds, 2),
         "wall_seconds": round(time.time() - t_start, 2),
+        # Accelerator time of the fit (GPU-hours on GPUs): the x-axis of ditlab-report's cost plot.
+        "device_hours": round(fit_seconds * trainer.world_size / 3600, 6),
+        "device_type": module.device.type,
+        **next((c.summary_fields() for c in trainer.callbacks if isinstance(c, TrainingThroughput)), {}),
         "sampling": recipe.as_dict(),
         "seed": int(cfg.seed),
         "git_commit": git_commit(),
