@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full bench clean
+.PHONY: help install train test test-full bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ test: install  ## run the test suite (slow tests excluded)
 test-full: install  ## run every test, slow ones included
 	$(BIN)/python -m pytest $(ARGS)
 
-bench: install  ## run the benchmarks; results land in experiments/*/bench_*.json
-	$(BIN)/python -m ditlab.tools.bench $(ARGS)
+bench: install  ## step overhead vs a plain PyTorch loop -> experiments/bench/step_overhead.json (ARGS="--overwrite")
+	$(BIN)/python -m ditlab.tools.bench --only step_overhead $(ARGS)
+
+gpu-check: install  ## GPU throughput/MFU/bf16/compile/DDP/FSDP check -> experiments/gpu_check/<device>.json
+	$(BIN)/python -m ditlab.tools.gpu_check $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv)
 	rm -rf runs outputs multirun .pytest_cache
