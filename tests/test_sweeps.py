@@ -47,7 +47,7 @@ def test_multirun_grid_with_a_failing_job_then_report(tmp_path):
     assert rows[3]["model"] == "DiT-small/2"
     md = (out / "report.md").read_text()
     assert "**failed**" in md and "**unfinished**" in md and "Spearman" in md and "does not divide" in md
-    for png in ("gflops_vs_fd_digits.png", "compute_vs_fd_digits.png"):
+    for png in ("gflops_vs_fd_digits.png", "compute_vs_fd_digits.png", "hours_vs_fd_digits.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # An existing report is never replaced silently.
     again = run_cli("ditlab-report", str(sweep), cwd=tmp_path)

@@ -26,7 +26,7 @@ from ditlab.errors import DitlabError, one_line_errors
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
 from ditlab.report.markdown import markdown
-from ditlab.report.plots import fit_plot, frontier_plot
+from ditlab.report.plots import fit_plot, frontier_plot, hours_plot
 from ditlab.report.predict import FITS, scaling_study
 
 OUTPUTS = ("report.csv", "report.md", "scaling.json")
@@ -53,7 +53,7 @@ def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bo
         raise DitlabError(f"--bootstrap {bootstrap}: give a number of resamples (0: no intervals)")
     metric = metric or (metrics[0] if metrics else None)
     plots = ({"gflops": f"gflops_vs_{metric}.png", "compute": f"compute_vs_{metric}.png",
-              "frontier": f"frontier_{metric}.png"} if metric else {})
+              "frontier": f"frontier_{metric}.png", "hours": f"hours_vs_{metric}.png"} if metric else {})
     targets = [out / name for name in (*OUTPUTS, *plots.values())]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
@@ -77,7 +77,8 @@ def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bo
         result["plots"] = {}
         for key, draw in (("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
                           ("compute", lambda p: fit_plot(runs, study, "compute", p, title)),
-                          ("frontier", lambda p: frontier_plot(runs, study, p, title))):
+                          ("frontier", lambda p: frontier_plot(runs, study, p, title)),
+                          ("hours", lambda p: hours_plot(runs, metric, p, title))):  # quality per GPU-hour
             if draw(out / plots[key]):
                 result["plots"][key] = plots[key]
     (out / "scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -30,7 +30,7 @@ def markdown(root: Path, runs: list[Run], rows: list[dict[str, Any]], metrics: l
         lines.append("")
         if study is not None:
             lines += fits_section(study) + predictions_section(study) + frontier_section(study)
-        for key in ("gflops", "compute", "frontier"):
+        for key in ("gflops", "compute", "frontier", "hours"):
             if key in result.get("plots", {}):
                 lines += [f"![{key} vs {metric}]({result['plots'][key]})", ""]
     else:

@@ -121,6 +121,21 @@ def frontier_plot(runs: list[Run], study: Study, path: Path, title: str) -> bool
     return True
 
 
+def hours_plot(runs: list[Run], metric: str, path: Path, title: str) -> bool:
+    """Final values vs the fit's accelerator time (summary ``device_hours``: GPU-hours on GPUs)."""
+    x, y, used = points(runs, "device_hours", metric)
+    if not len(x):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    _scatter(ax, used, x, y)
+    ax.set_xscale("log")
+    kinds = sorted({str(r.summary.get("device_type", "?")) for r in used})
+    unit = "GPU-hours" if kinds == ["cuda"] else f"device-hours ({', '.join(kinds)})"
+    _finish(plt, fig, ax, path, f"training time x devices, {unit} (log scale)", metric, title)
+    return True
+
+
 def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(fontsize=7)
     ax.set_xlabel(xlabel)
