@@ -66,7 +66,10 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def _is_logging_step(self) -> bool:
-        step, trainer = self.global_step + 1, self.trainer
+        trainer = self._trainer  # None when stepped by hand (benchmarks): nothing to log to
+        if trainer is None:
+            return False
+        step = self.global_step + 1
         return step % trainer.log_every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0
 
     def _check_finite(self) -> None:
