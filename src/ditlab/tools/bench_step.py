@@ -181,8 +181,16 @@ def summarise(fits: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, compose) -> dict[str, Any]:
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args, compose)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, compose) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ditlab_bench_step_") as tmp:
         for size in args.sizes:
@@ -193,8 +201,8 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
                     fits[v].append(one_fit(compose, size, v, args, Path(tmp) / f"{size}_{v}_{r}"))
                     log.info("%s %s repeat %d: ratio %.3f", size, v, r, fits[v][-1]["ratio"])
             results[size] = {v: summarise(f) for v, f in fits.items()}
-    headline = {f'{results[s]["default"]["model"]} batch {results[s]["default"]["batch"]}': results[s]["default"]["ratio_median"]
-                for s in results}
+    first = {s: v.get("default") or next(iter(v.values())) for s, v in results.items()}  # headline: default variant
+    headline = {f'{r["model"]} batch {r["batch"]}': r["ratio_median"] for r in first.values()}
     return {
         "benchmark": NAME,
         "ratio_ditlab_over_plain": headline,
