@@ -19,7 +19,7 @@ from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
 
 
 class ToyFeatures(nn.Module):
-    """A fixed random projection of the pixels: enough to tell two image sets apart."""
+    """A fixed random projection of the pixels: enough to tell two image sets apart; 3 logits."""
 
     num_features = 8
 
@@ -27,15 +27,16 @@ class ToyFeatures(nn.Module):
         super().__init__()
         self.proj = nn.Linear(pixels, self.num_features)
         torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+        self.head = nn.Linear(self.num_features, 3)
 
     def forward(self, x):  # uint8 (N, 1, H, W)
-        return self.proj(x.float().flatten(1) / 255.0)
+        pool = self.proj(x.float().flatten(1) / 255.0)
+        return {"pool": pool, "logits": self.head(pool)}
 
 
 def toy_extractor(side: int = 6) -> Extractor:
-    feats = ToyFeatures(side * side)
-    return Extractor(name="toy", features=feats, num_features=8, rgb=False,
-                     logits=lambda: nn.Sequential(feats, nn.Linear(8, 3)), identity={"name": "toy", "side": side})
+    return Extractor(name="toy", net=ToyFeatures(side * side), outputs={"pool": 8, "logits": 3}, rgb=False,
+                     identity={"name": "toy", "side": side})
 
 
 def images(n: int, seed: int, shift: float = 0.0, side: int = 6) -> torch.Tensor:
@@ -44,11 +45,11 @@ def images(n: int, seed: int, shift: float = 0.0, side: int = 6) -> torch.Tensor
     return (torch.rand(n, 1, side, side, generator=g) * 1.2 - 0.6 + shift).clamp(-1, 1)
 
 
-def suite_with_real(names, real, **kw):
+def suite_with_real(names, real, **options):
     ex = toy_extractor()
-    suite = MetricSuite(names, {"digits": ex}, num_classes=3, **kw)
-    need = suite.needs_real().get("digits", False)
-    suite.load_real({"digits": compute_real_stats([real], ex, "cpu", keep_features=need)})
+    suite = MetricSuite(names, {"digits": ex}, options)
+    stats = compute_real_stats([real], ex, "cpu", suite.needs_real()["digits"])
+    suite.load_real({"digits": {o: s.side() for o, s in stats.items()}})
     return suite
 
 
@@ -73,9 +74,9 @@ def test_identical_sets_give_zero_and_shifted_sets_a_positive_distance():
 
 def test_accuracy_counts_samples_classified_as_requested():
     ex = toy_extractor()
-    suite = MetricSuite(["digits_accuracy"], {"digits": ex}, num_classes=3)
+    suite = MetricSuite(["digits_accuracy"], {"digits": ex})
     x = real_to_uint8(images(30, seed=2))
-    predicted = suite._logit_nets["digits"](to_metric_input(x, rgb=False)).argmax(1).numpy()
+    predicted = ex.net(to_metric_input(x, rgb=False))["logits"].argmax(1).numpy()
     wrong = (predicted + 1) % 3
     suite.update(x, np.where(np.arange(30) < 10, predicted, wrong))
     assert suite.compute()["digits_accuracy"] == pytest.approx(10 / 30)
@@ -93,8 +94,10 @@ def test_samples_in_minus_one_one_become_uint8_with_dit_rule_and_grey_becomes_rg
 
 
 def test_metric_names_say_which_features_they_use():
-    assert {n for n, s in METRICS.items() if s.extractor == "inception"} == {"fid", "kid", "is"}
-    assert METRICS["fd_digits"].extractor == "digits" and METRICS["fd_digits"].kind == "frechet"
+    inception = {n for n in METRICS.names() if METRICS.get(n).extractor == "inception"}
+    assert inception == {"fid", "sfid", "kid", "is", "precision", "recall"}
+    assert METRICS.get("sfid").output == "spatial" and METRICS.get("fid").output == "pool"
+    assert METRICS.get("fd_digits").extractor == "digits" and METRICS.get("fd_digits").kind == "frechet"
     with pytest.raises(DitlabError, match="eval.metrics"):
         check_metric_names(["fid", "fd_inception"])
 
@@ -103,35 +106,36 @@ def test_real_statistics_are_cached_once_keyed_and_never_overwritten(tmp_path):
     ex = toy_extractor()
     data = {"name": "toy", "resolution": 6, "batch_size": 7}
     key = stats_key(data, 6, 50, ex)
-    assert load_real_stats(tmp_path, key, need_features=False) is None
-    stats = compute_real_stats([images(25, 0), images(25, 1)], ex, "cpu", keep_features=True)
+    assert load_real_stats(tmp_path, key, {"pool": False}) is None
+    stats = compute_real_stats([images(25, 0), images(25, 1)], ex, "cpu", {"pool": True, "logits": False})
     save_real_stats(tmp_path, key, stats)
-    path = cache_path(tmp_path, key)
+    path = cache_path(tmp_path, key, "pool")
     first = path.read_bytes()
     # A second writer (another process, another value) never replaces the entry.
-    save_real_stats(tmp_path, key, compute_real_stats([images(50, 5)], ex, "cpu", keep_features=False))
+    save_real_stats(tmp_path, key, compute_real_stats([images(50, 5)], ex, "cpu", {"pool": False}))
     assert path.read_bytes() == first
-    loaded = load_real_stats(tmp_path, key, need_features=True)
-    assert loaded.count == 50 and torch.allclose(loaded.feature_sum, stats.feature_sum)
-    assert loaded.features.shape == (50, 8)
-    # The key covers dataset, resolution, count and extractor (batch size is not part of it).
-    assert cache_path(tmp_path, stats_key({**data, "batch_size": 99}, 6, 50, ex)) == path
+    loaded = load_real_stats(tmp_path, key, {"pool": True, "logits": False})
+    assert loaded["pool"].count == 50 and torch.allclose(loaded["pool"].feature_sum, stats["pool"].feature_sum)
+    assert loaded["pool"].features.shape == (50, 8) and loaded["logits"].feature_sum.shape == (3,)
+    # The key covers dataset, resolution, count, extractor and output (batch size is not part of it).
+    assert cache_path(tmp_path, stats_key({**data, "batch_size": 99}, 6, 50, ex), "pool") == path
+    assert cache_path(tmp_path, key, "logits") != path
     for other in (stats_key(data, 6, 40, ex), stats_key({**data, "name": "x"}, 6, 50, ex),
                   stats_key(data, 6, 50, toy_extractor(side=5))):
-        assert cache_path(tmp_path, other) != path
+        assert cache_path(tmp_path, other, "pool") != path
     # A file whose stored key disagrees is refused, not silently used or recomputed.
     other_key = stats_key(data, 6, 51, ex)
-    cache_path(tmp_path, other_key).write_bytes(first)
+    cache_path(tmp_path, other_key, "pool").write_bytes(first)
     with pytest.raises(DitlabError, match="different setting"):
-        load_real_stats(tmp_path, other_key, need_features=False)
+        load_real_stats(tmp_path, other_key, {"pool": False})
 
 
 def test_statistics_of_interleaved_shards_equal_those_of_the_whole_set():
     ex = toy_extractor()
     real = images(11, seed=3)
-    whole = compute_real_stats([real], ex, "cpu", keep_features=True)
-    parts = [compute_real_stats([real[r::3]], ex, "cpu", keep_features=True) for r in range(3)]
-    merged = merge_shards(parts)
+    whole = compute_real_stats([real], ex, "cpu", {"pool": True})["pool"]
+    parts = [compute_real_stats([real[r::3]], ex, "cpu", {"pool": True}) for r in range(3)]
+    merged = merge_shards(parts)["pool"]
     assert merged.count == 11
     assert torch.allclose(merged.feature_cov_sum, whole.feature_cov_sum)
     assert torch.allclose(merged.features, whole.features)  # back in dataset order
@@ -190,17 +194,32 @@ def random_inception_weights(tmp_path_factory):
 def test_inception_loads_a_local_weights_file_and_gives_pool_features_and_logits(random_inception_weights):
     ex = inception_extractor(str(random_inception_weights), antialias=False)
     assert ex.identity["weights"].startswith("sha256:") and ex.identity["antialias"] is False
-    x = to_metric_input(real_to_uint8(images(1, seed=0, side=8)), rgb=ex.rgb)  # grey 8x8 -> RGB, resized to 299
+    x = to_metric_input(real_to_uint8(images(2, seed=0, side=8)), rgb=ex.rgb)  # grey 8x8 -> RGB, resized to 299
+    calls = []
+    ex.net.net.Conv2d_1a_3x3.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
-        assert ex.features(x).shape == (1, 2048) and ex.logits()(x).shape == (1, 1008)
+        out = ex.net(x)
+    # One pass gives all three; sFID's spatial features are mixed_6/conv's first 7 channels, 17x17x7.
+    assert len(calls) == 1 and ex.outputs == {"pool": 2048, "spatial": 2023, "logits": 1008}
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"pool": (2, 2048), "spatial": (2, 2023), "logits": (2, 1008)}
+    with torch.no_grad():
+        branch = ex.net.net.Mixed_6d.branch1x1
+        seen = []
+        h = branch.register_forward_hook(lambda m, a, o: seen.append(o))
+        again = ex.net(x)
+        h.remove()
+    assert seen[0].shape == (2, 192, 17, 17)  # mixed_6/conv: 192 channels at 17x17
+    hwc = seen[0][:, :7].permute(0, 2, 3, 1).reshape(2, -1)  # TF's NHWC flattening, as in ADM's mu_s
+    assert torch.equal(again["spatial"], hwc) and torch.equal(again["spatial"], out["spatial"])
 
 
 @pytest.mark.slow  # ~10 Inception forwards at 299x299 on CPU; the test above covers loading
 def test_fid_on_inception_features_from_a_local_weights_file(random_inception_weights):
     ex = inception_extractor(str(random_inception_weights), antialias=False)
     real = images(3, seed=0, side=8)
-    suite = MetricSuite(["fid"], {"inception": ex})
-    suite.load_real({"inception": compute_real_stats([real], ex, "cpu", keep_features=False)})
+    suite = MetricSuite(["fid", "sfid"], {"inception": ex})
+    stats = compute_real_stats([real], ex, "cpu", suite.needs_real()["inception"])
+    suite.load_real({"inception": {o: s.side() for o, s in stats.items()}})
     suite.update(real_to_uint8(real), np.zeros(3))
     same = suite.compute()["fid"]
     suite.reset()

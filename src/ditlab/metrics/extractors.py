@@ -1,10 +1,9 @@
-"""Feature extractors behind the metrics: Inception (``fid``, ``kid``, ``is``) and the digits
-classifier (``fd_digits``, ``kd_digits``, ``digits_accuracy``).
+"""Feature extractors behind the metrics, a registry: Inception (``fid``, ``sfid``, ``kid``, ``is``,
+``precision``, ``recall``) and the digits classifier (``fd_digits``, ``kd_digits``, ``digits_accuracy``).
 
-Every extractor takes uint8 ``(N, C, H, W)`` images (see :mod:`ditlab.metrics.images`) and is
-handed to torchmetrics as its ``feature=`` module, so the Fréchet / kernel / score code is the
-same whichever network produced the features. A metric is named after its extractor: ``fid``
-only ever means Inception-v3 features.
+Every extractor takes uint8 ``(N, C, H, W)`` images (see :mod:`ditlab.metrics.images`) and returns
+all its named outputs from one forward pass, so each sample set goes through each network once
+whatever metrics use it. A metric is named after its extractor: ``fid`` only ever means Inception-v3.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError
-from ditlab.metrics.digits_classifier import CACHE_VERSION, DigitsFeatureExtractor, load_digits_classifier
+from ditlab.metrics.digits_classifier import CACHE_VERSION, load_digits_classifier
+from ditlab.registry import Registry
 
 # torch-fidelity's port of the TF Inception-v3 used by every published FID.
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -28,33 +28,52 @@ WEIGHTS_KEY = "eval.feature_extractor_weights_path"
 
 @dataclass
 class Extractor:
-    name: str                       # "inception" | "digits"
-    features: nn.Module             # uint8 (N, C, H, W) -> (N, num_features)
-    num_features: int
+    """A network that maps uint8 ``(N, C, H, W)`` images to named feature sets in one pass."""
+
+    name: str                       # its registry name, e.g. "inception"
+    net: nn.Module                  # uint8 images -> {output name: (N, width) float tensor}
+    outputs: dict[str, int]         # output name -> width, e.g. {"pool": 2048, "spatial": 2023, "logits": 1008}
     rgb: bool                       # wants 3 channels (grey images are repeated)
-    logits: Callable[[], nn.Module]  # built on demand: uint8 images -> class logits (IS, accuracy)
     identity: dict[str, Any] = field(default_factory=dict)  # part of the real-statistics cache key
 
 
-class _Select(nn.Module):
-    """One named output of a torchmetrics ``NoTrainInceptionV3`` (which can only return its first)."""
+# name -> builder(data, eval_cfg, cache_dir) -> Extractor. A user adds one with
+# ``@EXTRACTORS.register("mine")`` in their module and names that module in ``eval.modules``.
+EXTRACTORS: Registry[Callable[..., Extractor]] = Registry("feature extractor", "eval.modules")
 
-    def __init__(self, net: nn.Module, index: int, num_features: int):
+
+class _InceptionOutputs(nn.Module):
+    """torchmetrics' ``NoTrainInceptionV3`` (torch-fidelity's port of the TF graph) run once for
+    the pool features, the unbiased logits and the sFID spatial features.
+
+    sFID (Nash et al., 2021, as the ADM evaluator computes it) uses the TF tensor ``mixed_6/conv``:
+    the 1×1 branch of the seventh mixed block, ``Mixed_6d.branch1x1`` here (192 × 17 × 17 after
+    BatchNorm + ReLU), first 7 channels, flattened in TF's height-width-channel order (2,023 values),
+    so ditlab's ``mu_s``/``sigma_s`` line up with those in ADM reference batches."""
+
+    SPATIAL_CHANNELS = 7
+
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.index = index
-        self.num_features = num_features
+        self._spatial: torch.Tensor | None = None
+        net.Mixed_6d.branch1x1.register_forward_hook(self._keep_spatial)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net._torch_fidelity_forward(x)[self.index].reshape(len(x), -1)
+    def _keep_spatial(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._spatial = output[:, : self.SPATIAL_CHANNELS].permute(0, 2, 3, 1).reshape(len(output), -1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        pool, logits = self.net._torch_fidelity_forward(x)
+        spatial, self._spatial = self._spatial, None
+        return {"pool": pool.reshape(len(x), -1).float(), "spatial": spatial.float(), "logits": logits.float()}
 
 
 def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
-    """torch-fidelity's Inception-v3 via torchmetrics: pool features (2048) and unbiased logits."""
+    """torch-fidelity's Inception-v3 via torchmetrics: pool (2048), spatial (2023), logits (1008)."""
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ModuleNotFoundError as e:  # torch-fidelity missing
-        raise DitlabError(f"fid/kid/is need torch-fidelity ({e}); pip install torch-fidelity") from None
+        raise DitlabError(f"fid/sfid/kid/is/precision/recall need torch-fidelity ({e}); pip install torch-fidelity") from None
     path = None
     if weights_path:
         path = Path(str(weights_path)).expanduser()
@@ -83,42 +102,50 @@ def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
         "weights": _file_digest(path) if path else INCEPTION_WEIGHTS_FILE,
         "antialias": bool(antialias),
     }
-    return Extractor(
-        name="inception",
-        features=_Select(net, 0, 2048),
-        num_features=2048,
-        rgb=True,
-        logits=lambda: _Select(net, 1, 1008),
-        identity=identity,
-    )
+    outputs = {"pool": 2048, "spatial": 17 * 17 * _InceptionOutputs.SPATIAL_CHANNELS, "logits": 1008}
+    return Extractor(name="inception", net=_InceptionOutputs(net), outputs=outputs, rgb=True, identity=identity)
+
+
+class _DigitsOutputs(nn.Module):
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        pool = self.classifier.features((x.float() - 127.5) / 127.5)
+        return {"pool": pool, "logits": self.classifier.head(pool)}
 
 
 def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
     """The small CNN trained once on the real digits (cached per resolution): 64-d features, 10 logits."""
     net, heldout = load_digits_classifier(int(resolution), cache_dir)
-    features = DigitsFeatureExtractor(net)
     return Extractor(
         name="digits",
-        features=features,
-        num_features=features.num_features,
+        net=_DigitsOutputs(net),
+        outputs={"pool": net.num_features, "logits": 10},
         rgb=False,
-        logits=lambda: DigitsFeatureExtractor(net, logits=True),
         identity={"name": "digits_classifier", "version": CACHE_VERSION, "resolution": int(resolution),
                   "heldout_accuracy": round(heldout, 6)},
     )
 
 
+@EXTRACTORS.register("inception")
+def _build_inception(data: Any, eval_cfg: Any, cache_dir: str | Path) -> Extractor:
+    return inception_extractor(eval_cfg.feature_extractor_weights_path, bool(eval_cfg.antialias))
+
+
+@EXTRACTORS.register("digits")
+def _build_digits(data: Any, eval_cfg: Any, cache_dir: str | Path) -> Extractor:
+    if getattr(data, "name", None) != "digits" or getattr(data, "channels", None) != 1:
+        raise DitlabError(
+            f"the digits metrics (fd_digits, kd_digits, digits_accuracy) need data=digits, not data="
+            f"{getattr(data, 'name', '?')}; choose eval=inception (fid) or eval=none"
+        )
+    return digits_extractor(data.resolution, cache_dir)
+
+
 def build_extractor(name: str, *, data: Any, eval_cfg: Any, cache_dir: str | Path) -> Extractor:
-    if name == "inception":
-        return inception_extractor(eval_cfg.feature_extractor_weights_path, bool(eval_cfg.antialias))
-    if name == "digits":
-        if getattr(data, "name", None) != "digits" or getattr(data, "channels", None) != 1:
-            raise DitlabError(
-                f"the digits metrics (fd_digits, kd_digits, digits_accuracy) need data=digits, not data="
-                f"{getattr(data, 'name', '?')}; choose eval=inception (fid) or eval=none"
-            )
-        return digits_extractor(data.resolution, cache_dir)
-    raise DitlabError(f"unknown feature extractor '{name}'")
+    return EXTRACTORS.get(name)(data=data, eval_cfg=eval_cfg, cache_dir=cache_dir)
 
 
 def _file_digest(path: Path) -> str:

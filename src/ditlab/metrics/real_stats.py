@@ -22,21 +22,28 @@ import torch
 from ditlab.atomic import write_once
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import Extractor
+from ditlab.metrics.frechet import Moments
 from ditlab.metrics.images import real_to_uint8, to_metric_input
+from ditlab.metrics.suite import RealSide
 from ditlab.progress import bar as progress_bar
 
 CACHE_SUBDIR = "real_stats"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: one entry per extractor output (pool, spatial, ...)
 # What identifies the real images in a data module's describe() (not batch size, workers, counters).
 DATASET_KEY_FIELDS = ("name", "root", "cache_dir", "resolution", "channels", "num_classes")
 
 
 @dataclass
 class RealStats:
+    """Sufficient statistics of one extractor output over the real images."""
+
     feature_sum: torch.Tensor           # (d,) float64
     feature_cov_sum: torch.Tensor       # (d, d) float64, sum of f fᵀ
     count: int
-    features: torch.Tensor | None = None  # (count, d) float32, only for kernel metrics
+    features: torch.Tensor | None = None  # (count, d) float32, only for kernel / manifold metrics
+
+    def side(self) -> RealSide:
+        return RealSide(Moments.from_sums(self.feature_sum, self.feature_cov_sum, self.count), self.features)
 
 
 def stats_key(dataset: dict[str, Any], resolution: int, count: int, extractor: Extractor) -> dict[str, Any]:
@@ -49,53 +56,66 @@ def stats_key(dataset: dict[str, Any], resolution: int, count: int, extractor: E
     }
 
 
-def cache_path(cache_dir: str | Path, key: dict[str, Any], features: bool = False) -> Path:
+def cache_path(cache_dir: str | Path, key: dict[str, Any], output: str, features: bool = False) -> Path:
+    key = {**key, "output": output}
     digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:12]
-    name = f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_{key['extractor']['name']}_{digest}"
+    name = (f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_"
+            f"{key['extractor']['name']}_{output}_{digest}")
     return Path(cache_dir) / CACHE_SUBDIR / (name + ("_features.pt" if features else ".pt"))
 
 
-def load_real_stats(cache_dir: str | Path, key: dict[str, Any], need_features: bool) -> RealStats | None:
-    """The cached entry for ``key``, or None when (part of) it has not been computed yet."""
-    path, fpath = cache_path(cache_dir, key), cache_path(cache_dir, key, features=True)
-    if not path.is_file() or (need_features and not fpath.is_file()):
-        return None
-    entry = _load_checked(path, key)
-    stats = RealStats(entry["feature_sum"], entry["feature_cov_sum"], int(entry["count"]))
-    if need_features:
-        stats.features = _load_checked(fpath, key)["features"]
-    return stats
+def load_real_stats(cache_dir: str | Path, key: dict[str, Any], needs: dict[str, bool]) -> dict[str, RealStats] | None:
+    """The cached entries for ``key`` (output -> need the features too), or None when (part of)
+    them has not been computed yet."""
+    out = {}
+    for output, need_features in needs.items():
+        path, fpath = cache_path(cache_dir, key, output), cache_path(cache_dir, key, output, features=True)
+        if not path.is_file() or (need_features and not fpath.is_file()):
+            return None
+        entry = _load_checked(path, {**key, "output": output})
+        stats = RealStats(entry["feature_sum"], entry["feature_cov_sum"], int(entry["count"]))
+        if need_features:
+            stats.features = _load_checked(fpath, {**key, "output": output})["features"]
+        out[output] = stats
+    return out
 
 
 def compute_real_stats(
-    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, keep_features: bool,
+    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, needs: dict[str, bool],
     num_images: int | None = None,
-) -> RealStats:
-    """Features of real [-1, 1] image batches -> sufficient statistics (+ the features if asked).
+) -> dict[str, RealStats]:
+    """Features of real [-1, 1] image batches, one extractor pass -> statistics of each needed output.
     A bar counts the images (``num_images``: how many this process reads, for its ETA)."""
-    d = extractor.num_features
-    total, outer, count, kept = torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64), 0, []
-    net = extractor.features.to(device).eval()
+    stats = {o: RealStats(torch.zeros(extractor.outputs[o], dtype=torch.float64),
+                          torch.zeros(extractor.outputs[o], extractor.outputs[o], dtype=torch.float64), 0)
+             for o in needs}
+    kept: dict[str, list[torch.Tensor]] = {o: [] for o, keep in needs.items() if keep}
+    net = extractor.net.to(device).eval()
     with torch.no_grad(), progress_bar(total=num_images, desc=f"real stats ({extractor.name})", unit="img") as bar:
         for images in batches:
-            feats = net(to_metric_input(real_to_uint8(images), extractor.rgb, device)).double().cpu()
+            outputs = net(to_metric_input(real_to_uint8(images), extractor.rgb, device))
+            for o, s in stats.items():
+                feats = outputs[o].double().cpu()
+                s.feature_sum += feats.sum(0)
+                s.feature_cov_sum += feats.T @ feats
+                s.count += len(feats)
+                if o in kept:
+                    kept[o].append(feats.float())
             bar.update(len(images))
-            total += feats.sum(0)
-            outer += feats.T @ feats
-            count += len(feats)
-            if keep_features:
-                kept.append(feats.float())
-    return RealStats(total, outer, count, torch.cat(kept) if keep_features else None)
+    for o, parts in kept.items():
+        stats[o].features = torch.cat(parts)
+    return stats
 
 
-def save_real_stats(cache_dir: str | Path, key: dict[str, Any], stats: RealStats) -> None:
-    """Write the entry unless it already exists (then the existing one is kept, unchanged)."""
-    entry = {"key": _key_text(key), "feature_sum": stats.feature_sum, "feature_cov_sum": stats.feature_cov_sum,
-             "count": stats.count}
-    write_once(cache_path(cache_dir, key), lambda tmp: torch.save(entry, tmp))
-    if stats.features is not None:
-        features = {"key": _key_text(key), "features": stats.features}
-        write_once(cache_path(cache_dir, key, features=True), lambda tmp: torch.save(features, tmp))
+def save_real_stats(cache_dir: str | Path, key: dict[str, Any], stats: dict[str, RealStats]) -> None:
+    """Write each entry unless it already exists (then the existing one is kept, unchanged)."""
+    for output, s in stats.items():
+        k = _key_text({**key, "output": output})
+        entry = {"key": k, "feature_sum": s.feature_sum, "feature_cov_sum": s.feature_cov_sum, "count": s.count}
+        write_once(cache_path(cache_dir, key, output), lambda tmp, e=entry: torch.save(e, tmp))
+        if s.features is not None:
+            features = {"key": k, "features": s.features}
+            write_once(cache_path(cache_dir, key, output, features=True), lambda tmp, f=features: torch.save(f, tmp))
 
 
 def real_image_batches(
@@ -136,18 +156,20 @@ def real_image_batches(
     )
 
 
-def merge_shards(parts: list[RealStats]) -> RealStats:
+def merge_shards(parts: list[dict[str, RealStats]]) -> dict[str, RealStats]:
     """Statistics of interleaved shards (process r held images r, r + W, ...) -> those of all images,
     features back in dataset order."""
-    total = RealStats(sum(p.feature_sum for p in parts), sum(p.feature_cov_sum for p in parts),
-                      sum(p.count for p in parts))
-    if parts[0].features is not None:
-        d = parts[0].features.shape[1]
-        full = torch.empty(total.count, d, dtype=parts[0].features.dtype)
-        for r, p in enumerate(parts):
-            full[r :: len(parts)] = p.features
-        total.features = full
-    return total
+    merged = {}
+    for output in parts[0]:
+        ps = [p[output] for p in parts]
+        total = RealStats(sum(p.feature_sum for p in ps), sum(p.feature_cov_sum for p in ps), sum(p.count for p in ps))
+        if ps[0].features is not None:
+            full = torch.empty(total.count, ps[0].features.shape[1], dtype=ps[0].features.dtype)
+            for r, p in enumerate(ps):
+                full[r :: len(ps)] = p.features
+            total.features = full
+        merged[output] = total
+    return merged
 
 
 # ----------------------------------------------------------------------------- files

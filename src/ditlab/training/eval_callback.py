@@ -32,7 +32,9 @@ from ditlab.metrics.extractors import build_extractor
 from ditlab.metrics.real_stats import (
     RealStats, compute_real_stats, load_real_stats, merge_shards, real_image_batches, save_real_stats, stats_key,
 )
-from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
+from ditlab.metrics.reference import read_reference
+from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names
+from ditlab.registry import import_plugin
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
 
@@ -59,6 +61,7 @@ def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: 
     names = list(ec.metrics or [])
     if not names or (not ec.final and not ec.every_n_steps):
         return None
+    import_eval_modules(ec)
     check_metric_names(names)
     for key in ("num_samples", "batch_size"):
         if int(ec[key]) <= 0:
@@ -67,13 +70,49 @@ def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: 
         raise DitlabError(f"eval.every_n_steps must be 0 (only at the end) or a positive step count, got {ec.every_n_steps}")
     if ec.precision not in PRECISIONS:
         raise DitlabError(f"eval.precision={ec.precision} is not one of {', '.join(PRECISIONS)}")
-    kernel = [n for n in names if METRICS[n].kind == "kernel"]
+    if ec.get("reference") and not Path(str(ec.reference)).is_file():
+        raise DitlabError(f"eval.reference={ec.reference} not found; point it at an ADM-layout .npz or set it to null")
+    kernel = [n for n in names if METRICS.get(n).kind == "kernel"]
     if kernel and int(ec.kid_subset_size) > int(ec.num_samples):
         raise DitlabError(
             f"eval.kid_subset_size={ec.kid_subset_size} exceeds eval.num_samples={ec.num_samples} ({kernel[0]}); lower it"
         )
     return EvalCallback(ec, data=data, sampler=sampler, objective=objective, run_dir=run_dir,
                         cache_dir=cfg.paths.cache_dir)
+
+
+def monitored_checkpoint(cfg: DictConfig, evaluator: "EvalCallback | None", dirpath: Path) -> L.Callback | None:
+    """``checkpoint.monitor=eval/<metric>``: a second ModelCheckpoint that keeps the best checkpoints,
+    saving exactly at the evaluation steps (the un-monitored one keeps last/periodic saves). Saving on
+    another interval would rank by a stale value, and before the first evaluation Lightning would
+    silently defer every save of a checkpoint that monitors a key not logged yet."""
+    monitor = cfg.checkpoint.get("monitor")
+    if not monitor:
+        return None
+    metric = str(monitor).removeprefix("eval/")
+    if evaluator is None or not evaluator.every or metric.removesuffix("_std") not in evaluator.names:
+        raise DitlabError(
+            f"checkpoint.monitor={monitor} needs an evaluation every few steps that computes it; set "
+            f"eval.every_n_steps=N and add {metric} to eval.metrics"
+        )
+    mode = cfg.checkpoint.get("monitor_mode", "min")
+    if mode not in ("min", "max"):
+        raise DitlabError(f"checkpoint.monitor_mode={mode} must be min or max")
+    return L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=dirpath, filename=f"best-step{{step:07d}}-{metric}{{{monitor}:.4g}}", auto_insert_metric_name=False,
+        monitor=str(monitor), mode=mode, save_top_k=int(cfg.checkpoint.get("monitor_keep", 1)),
+        every_n_train_steps=evaluator.every, save_last=False,
+    )
+
+
+def import_eval_modules(ec: DictConfig) -> None:
+    """User metrics / extractors register themselves when their modules (``eval.modules``) are imported."""
+    for module in ec.get("modules") or []:
+        import_plugin(str(module), "eval.modules")
+
+
+def suite_options(ec: DictConfig) -> dict[str, Any]:
+    return {k: ec.get(k) for k in ("kid_subsets", "kid_subset_size", "is_split_size", "pr_k", "seed") if ec.get(k) is not None}
 
 
 class EvalCallback(L.Callback):
@@ -94,10 +133,13 @@ class EvalCallback(L.Callback):
         }
         self.suite: MetricSuite | None = None
         self.extractors: dict[str, Any] = {}
-        self._real: dict[str, RealStats] = {}
+        self._real: dict[str, dict[str, RealSide]] = {}
+        self.keep_final_samples = False  # set by train(): the final evaluation's images become samples.npz
+        self.final_samples: tuple[np.ndarray, np.ndarray] | None = None
         self.reference: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self._last_step = -1
+        self.progress = bool(eval_cfg.get("progress", True))
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -112,20 +154,26 @@ class EvalCallback(L.Callback):
         with _rng_untouched(device):  # a cache miss (classifier training) must not change the training run
             # Rank 0 first: it may train the digits classifier or download Inception; the others then read them.
             _rank_zero_first(trainer, lambda: self._build_suite(device))
-            for name, need_features in self.suite.needs_real().items():
-                self._real[name] = self._real_stats(trainer, name, need_features, device)
-        self.suite.load_real(self._real, trainer.global_rank, trainer.world_size)
+            if self.cfg.get("reference"):  # a published reference batch (ADM layout) instead of data's images
+                self._real = read_reference(self.cfg.reference, self.suite, device=device,
+                                            batch_size=int(self.cfg.batch_size), progress=trainer.global_rank == 0,
+                                            rank=trainer.global_rank, world_size=trainer.world_size)
+                self.reference = {"file": str(self.cfg.reference)}
+            else:
+                for name, needs in self.suite.needs_real().items():
+                    stats = self._real_stats(trainer, name, needs, device)
+                    self._real[name] = {o: s.side() for o, s in stats.items()}
+        self.suite.load_real(self._real)
 
     def _build_suite(self, device: torch.device) -> None:
         ec = self.cfg
-        needed = sorted({METRICS[n].extractor for n in self.names})
+        needed = sorted({METRICS.get(n).extractor for n in self.names})
         self.extractors = {n: build_extractor(n, data=self.data, eval_cfg=ec, cache_dir=self.cache_dir) for n in needed}
-        self.suite = MetricSuite(
-            self.names, self.extractors, num_classes=self.data.num_classes, kid_subsets=int(ec.kid_subsets),
-            kid_subset_size=int(ec.kid_subset_size), is_splits=int(ec.is_splits), seed=int(ec.seed),
-        ).to(device)
+        if "digits_accuracy" in self.names and self.data.num_classes <= 0:
+            raise DitlabError("digits_accuracy needs class-conditional data (num_classes > 0); drop it from eval.metrics")
+        self.suite = MetricSuite(self.names, self.extractors, suite_options(ec)).to(device)
 
-    def _real_stats(self, trainer: L.Trainer, name: str, need_features: bool, device: torch.device) -> RealStats:
+    def _real_stats(self, trainer: L.Trainer, name: str, needs: dict[str, bool], device: torch.device) -> dict[str, RealStats]:
         """Cached statistics if rank 0 finds them (every rank reads the file); otherwise every rank
         extracts features of its shard of the real images, the shards are merged and rank 0 caches them."""
         rank, world = trainer.global_rank, trainer.world_size
@@ -133,21 +181,20 @@ class EvalCallback(L.Callback):
         count, batches = real_image_batches(self.data, self.cfg.real_count, int(self.cfg.batch_size), rank, world)
         key = stats_key(self.data.describe(), self.data.resolution, count, extractor)
         self.reference[name] = {"count": count, "extractor": extractor.identity}
-        found: dict[str, RealStats | None] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
+        found: dict[str, dict[str, RealStats] | None] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
 
         def probe() -> bool:
-            found["stats"] = load_real_stats(self.cache_dir, key, need_features)
+            found["stats"] = load_real_stats(self.cache_dir, key, needs)
             return found["stats"] is not None
 
         if _rank_zero_first(trainer, probe, others_run=False):
-            stats = found.get("stats") or load_real_stats(self.cache_dir, key, need_features)
+            stats = found.get("stats") or load_real_stats(self.cache_dir, key, needs)
             if stats is None:
                 raise DitlabError(f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
                                   "(DITLAB_CACHE) on storage every process sees")
             return stats
         t0 = time.time()
-        stats = compute_real_stats(batches, extractor, device, keep_features=need_features,
-                                   num_images=len(range(rank, count, world)))
+        stats = compute_real_stats(batches, extractor, device, needs, num_images=len(range(rank, count, world)))
         if world > 1:
             parts: list[Any] = [None] * world
             torch.distributed.all_gather_object(parts, stats)
@@ -158,14 +205,21 @@ class EvalCallback(L.Callback):
         return stats
 
     # ------------------------------------------------------------------ when
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        # At the start of the batch after step N, the EMA has seen all N updates.
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # After optimizer step N: the EMA has seen all N updates (it is updated inside the module's
+        # optimizer_step), and Lightning runs ModelCheckpoint's hook after this one, so a checkpoint
+        # that monitors eval/<metric> at this step is ranked by the value just computed.
         step = trainer.global_step
+        if step == 0 or step == self._last_step:
+            return
+        last = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         due = (self.every and step % self.every == 0) or step in self.at_steps
-        if due and step > 0 and step != self._last_step:
-            self.evaluate(trainer, pl_module, final=False)
+        if due or (last and self.cfg.final):
+            self.evaluate(trainer, pl_module, final=last, log_to=pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Training stopped before max_steps (max_epochs, early stopping): evaluate what there is.
         if self.cfg.final and trainer.global_step != self._last_step:
             self.evaluate(trainer, pl_module, final=True)
         elif self.cfg.final and self.history:
@@ -188,8 +242,14 @@ class EvalCallback(L.Callback):
 
     # ------------------------------------------------------------------ what
     def evaluate(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool, device: torch.device | None = None
+        self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool, device: torch.device | None = None,
+        log_to: L.LightningModule | None = None,
     ) -> dict[str, Any]:
+        """Sample the fixed set, compute every metric (one extractor pass per network), record and log.
+        With ``log_to``, the values also enter Lightning's ``callback_metrics`` (``pl_module.log``),
+        where ModelCheckpoint(monitor=...), EarlyStopping and the progress bar read them."""
+        from tqdm.auto import tqdm
+
         step, rank, world = int(trainer.global_step), trainer.global_rank, trainer.world_size
         self._last_step = step
         t0 = time.time()
@@ -197,25 +257,37 @@ class EvalCallback(L.Callback):
         encoder = pl_module.encoder
         latent_shape = encoder.latent_shape(self.data.channels, self.data.resolution)
         grid: list[tuple[np.ndarray, np.ndarray]] = []
+        kept: list[tuple[int, np.ndarray, np.ndarray]] = []
+        keep = final and self.keep_final_samples
         nfe, drawn = 0, 0
         self.suite.reset()
+        mine = list(range(rank, len(self.chunks), world))
+        bar = tqdm(total=len(self.labels), desc=f"eval step {step}", unit="img", leave=False,
+                   disable=rank != 0 or not self.progress)
+        starts = np.cumsum([0] + [len(c) for c in self.chunks])
         with _rng_untouched(device), autocast(self.cfg.precision, device):
-            for k in range(rank, len(self.chunks), world):
+            for k in mine:
                 for images, y, nfe in generate(
                     pl_module.ema, self.objective, self.sampler, encoder, self.chunks[k], latent_shape, self.guidance,
                     batch_size=len(self.chunks[k]), seed=chunk_seed(self.cfg.seed, k),
                     num_classes=self.data.num_classes, device=device,
                 ):
                     with torch.autocast(device.type, enabled=False):  # features always in full precision
-                        self.suite.update(images, y)
+                        self.suite.update(images, y, index=np.arange(starts[k], starts[k] + len(y)))
                     drawn += len(y)
+                    bar.update(len(y) * world)  # the other processes draw their chunks meanwhile
                     if rank == 0 and k == 0:
                         grid.append((images, y))
+                    if keep:
+                        kept.append((k, images, np.asarray(y)))
+        bar.close()
         values = self.suite.compute()  # collective: every process is here
         per_process = [drawn]
         if world > 1:
             per_process = [None] * world
             torch.distributed.all_gather_object(per_process, drawn)
+        if keep:
+            self._gather_final_samples(kept, world)
         row = {
             "step": step,
             "images_seen": step * int(getattr(pl_module, "images_per_step", 0)),
@@ -225,10 +297,34 @@ class EvalCallback(L.Callback):
             **values,
             "recipe": self.recipe(trainer, pl_module, nfe),
         }
+        scalars = self._scalars(row)
+        if world > 1:  # every process logs the same numbers (sample counts and times differ per rank)
+            scalars = trainer.strategy.broadcast(scalars, src=0)
+        if log_to is not None:
+            # On every rank (a monitored key logged on rank 0 only hangs DDP), not reduced: the values
+            # are already global. logger=False: the loggers get them below, at this exact step.
+            first = f"eval/{self.names[0]}"
+            for key, value in scalars.items():
+                log_to.log(key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first)
         if rank == 0:
-            self._record(trainer, row, grid)
+            self._record(trainer, row, scalars, grid)
         self.history.append(row)
         return row
+
+    def _gather_final_samples(self, kept: list[tuple[int, np.ndarray, np.ndarray]], world: int) -> None:
+        """Rank 0 gets the whole final set, in chunk order (the same set whatever the process count)."""
+        parts = [kept]
+        if world > 1:
+            parts = [None] * world
+            torch.distributed.all_gather_object(parts, kept)
+        pieces = sorted((p for part in parts for p in part), key=lambda p: p[0])
+        self.final_samples = (np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]).astype(np.int64))
+
+    def _scalars(self, row: dict[str, Any]) -> dict[str, float]:
+        scalars = {f"eval/{k}": float(v) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
+        scalars.update({"eval/nfe": float(row["recipe"]["nfe"]), "eval/num_samples": float(len(self.labels)),
+                        "eval/cfg_scale": float(self.guidance["scale"]), "eval/seconds": float(row["seconds"])})
+        return scalars
 
     def recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, nfe: int) -> dict[str, Any]:
         return SampleRecipe(
@@ -253,19 +349,17 @@ class EvalCallback(L.Callback):
             "metrics": values,
             "metrics_step": last["step"],
             "metrics_recipe": last["recipe"],
-            "metrics_lower_is_better": {n: METRICS[n].lower_is_better for n in self.names},
+            "metrics_lower_is_better": {n: METRICS.get(n).lower_is_better for n in self.names},
             "eval_history": f"{EVAL_DIR}/{HISTORY_FILE}",
         }
 
     # ------------------------------------------------------------------ outputs (rank 0)
-    def _record(self, trainer: L.Trainer, row: dict[str, Any], grid: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def _record(self, trainer: L.Trainer, row: dict[str, Any], scalars: dict[str, float],
+                grid: list[tuple[np.ndarray, np.ndarray]]) -> None:
         out = self.run_dir / EVAL_DIR
         out.mkdir(parents=True, exist_ok=True)
         with open(out / HISTORY_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
-        scalars = {f"eval/{k}": v for k, v in row.items() if isinstance(v, float) and k != "seconds"}
-        scalars.update({"eval/nfe": float(row["recipe"]["nfe"]), "eval/num_samples": float(len(self.labels)),
-                        "eval/cfg_scale": self.guidance["scale"], "eval/seconds": row["seconds"]})
         image = self._save_grid(grid, out / f"grid_step{row['step']:07d}.png")
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=row["step"])

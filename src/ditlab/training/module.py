@@ -80,11 +80,11 @@ class DiffusionModule(L.LightningModule):
                 "is kept. Lower optim.lr, set trainer.gradient_clip_val=1.0, or use trainer.precision=32-true"
             )
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Runs after the optimizer step of this batch (no gradient accumulation) or every batch; guard
-        # on accumulation so the EMA sees one update per optimizer step.
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
-            update_ema(self.ema, self.model, self.ema_decay)
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Called once per optimizer step (at accumulation boundaries), before any callback's
+        # on_train_batch_end: checkpoints and evaluations of step N both see the EMA after N updates.
+        super().optimizer_step(*args, **kwargs)
+        update_ema(self.ema, self.model, self.ema_decay)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -30,7 +30,7 @@ from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
-from ditlab.training.eval_callback import build_eval_callback
+from ditlab.training.eval_callback import build_eval_callback, monitored_checkpoint
 from ditlab.training.loggers import build_loggers
 from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.wandb_logger import publish_summary
@@ -70,6 +70,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     sampler.check(objective)
     # Sample-quality metrics on the EMA weights (eval group; checked here, before anything is written).
     evaluator = build_eval_callback(cfg, data=data, sampler=sampler, objective=objective, run_dir=run_dir)
+    best = monitored_checkpoint(cfg, evaluator, run_dir / rd.CHECKPOINT_DIR)
+    if evaluator is not None:  # the final evaluation's images can serve as samples.npz (one sampling pass)
+        evaluator.keep_final_samples = bool(cfg.eval.final) and bool(cfg.final_samples.get("reuse_eval", True))
     model = build_model(
         cfg.model,
         cfg.block,
@@ -129,7 +132,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
     trainer_kwargs["enable_progress_bar"] = show_bar
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
-    all_callbacks = [checkpointing, *extra] + ([evaluator] if evaluator else []) + list(callbacks or [])
+    all_callbacks = [checkpointing, *extra] + [c for c in (best, evaluator) if c is not None] + list(callbacks or [])
     trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=all_callbacks, default_root_dir=run_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
@@ -144,7 +147,13 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
 
     rd.merge_csv_logs(run_dir)
     write_curves(run_dir, images_per_step=data.batch_size * accumulate)  # loss + eval metrics vs steps
-    recipe, sample_seconds = write_samples(cfg, module, objective, sampler, encoder, data, run_dir)
+    if evaluator is not None and evaluator.final_samples is not None:
+        # The final evaluation's images: sampled once, recorded with exactly the recipe that drew them.
+        save_samples(cfg, *evaluator.final_samples, data.num_classes, run_dir)
+        recipe, sample_seconds = evaluator.history[-1]["recipe"], 0.0
+    else:
+        recipe, sample_seconds = write_samples(cfg, module, objective, sampler, encoder, data, run_dir)
+        recipe = recipe.as_dict()
     summary = {
         "status": "finished",
         "run_name": cfg.run_name,
@@ -164,7 +173,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         "device_hours": round(fit_seconds * trainer.world_size / 3600, 6),
         "device_type": module.device.type,
         **next((c.summary_fields() for c in trainer.callbacks if isinstance(c, TrainingThroughput)), {}),
-        "sampling": recipe.as_dict(),
+        "sampling": recipe,
         "seed": int(cfg.seed),
         "git_commit": git_commit(),
         "compute_plan": plan.as_dict() if plan is not None else None,
@@ -207,11 +216,7 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
         ys.append(y)
     arr = np.concatenate(images)
     lab = np.concatenate(ys).astype(np.int64)
-    np.savez(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
-    # One row per class, the first grid_columns samples of each; unconditional: a square of them.
-    rows = lab if num_classes else np.arange(len(lab)) // fs.grid_columns
-    grid = label_grid(arr, rows, int(fs.grid_columns), int(fs.grid_upscale), None if num_classes else fs.grid_columns)
-    save_grid(grid, run_dir / "samples_grid.png")
+    save_samples(cfg, arr, lab, num_classes, run_dir)
     recipe = SampleRecipe(
         sampler=sampler.describe(),
         guidance=guidance,
@@ -222,6 +227,16 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
         extra={"precision": str(cfg.trainer.precision)},
     )
     return recipe, time.time() - t0
+
+
+def save_samples(cfg: DictConfig, arr: np.ndarray, lab: np.ndarray, num_classes: int, run_dir: Path) -> None:
+    """samples.npz (arr_0 uint8 images, arr_1 labels) and samples_grid.png."""
+    fs = cfg.final_samples
+    np.savez(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
+    # One row per class, the first grid_columns samples of each; unconditional: a square of them.
+    rows = lab if num_classes else np.arange(len(lab)) // fs.grid_columns
+    grid = label_grid(arr, rows, int(fs.grid_columns), int(fs.grid_upscale), None if num_classes else fs.grid_columns)
+    save_grid(grid, run_dir / "samples_grid.png")
 
 
 def _validate(cfg: DictConfig) -> None:

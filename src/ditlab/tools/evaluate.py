@@ -1,0 +1,133 @@
+"""``ditlab-eval``: the ADM evaluator's numbers for a sample set, in PyTorch.
+
+    ditlab-eval samples.npz ref=VIRTUAL_imagenet256_labeled.npz
+    ditlab-eval runs/<run> ref=ref.npz eval.metrics=[fid,sfid] out=metrics.json write_ref=mine.npz
+    torchrun --nproc-per-node 8 -m ditlab.tools.evaluate samples.npz ref=ref.npz   # sharded over GPUs
+
+SAMPLES is an ``.npz`` with uint8 ``arr_0`` (N, H, W, C) and optional labels ``arr_1`` (what
+``ditlab-sample``, ``ditlab-train`` and guided-diffusion's samplers write) or a run directory.
+``ref`` is an ADM-layout reference batch (:mod:`ditlab.metrics.reference`). Every other argument is
+a Hydra override of ``conf/evaluate.yaml`` (``eval.*`` as in training). Each image goes through
+Inception once for all metrics; under ``torchrun`` each process takes every W-th image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ditlab.devices import resolve_device
+from ditlab.errors import DitlabError, one_line_errors
+
+log = logging.getLogger("ditlab")
+USAGE = "usage: ditlab-eval SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] [key=value ...]"
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from ditlab.metrics.extractors import build_extractor
+    from ditlab.metrics.reference import read_reference, write_reference
+    from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
+    from ditlab.training.eval_callback import import_eval_modules, suite_options
+
+    for key in ("samples", "ref"):
+        if OmegaConf.is_missing(cfg, key):
+            raise DitlabError(f"no {key} given; {USAGE}")
+    ec = cfg.eval
+    import_eval_modules(ec)
+    names = check_metric_names(list(ec.metrics or []))
+    images, labels = load_samples(cfg.samples)
+    rank, world = _init_distributed()
+    device = resolve_device(str(cfg.device))
+    n, side, _, channels = images.shape
+    # What the extractor builders read of a dataset; 1-channel samples are taken for digits.
+    data = SimpleNamespace(name="digits" if channels == 1 else "samples", channels=channels, resolution=side)
+    extractors = {e: build_extractor(e, data=data, eval_cfg=ec, cache_dir=cfg.paths.cache_dir)
+                  for e in sorted({METRICS.get(m).extractor for m in names})}
+    suite = MetricSuite(names, extractors, suite_options(ec)).to(device)
+    t0 = time.time()
+    suite.load_real(read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size),
+                                   progress=bool(ec.progress), rank=rank, world_size=world))
+    mine = np.arange(rank, n, world)
+    batch = int(ec.batch_size)
+    with tqdm(total=n, desc="samples", unit="img", disable=rank != 0 or not ec.progress) as bar:
+        for i in range(0, len(mine), batch):
+            idx = mine[i : i + batch]
+            suite.update(images[idx], labels[idx], index=idx)
+            bar.update(len(idx) * world)
+    values = suite.compute()  # collective under torchrun
+    result = {
+        "samples": str(cfg.samples), "ref": str(cfg.ref), "num_samples": int(n), **values,
+        "extractors": {e: x.identity for e, x in extractors.items()}, "options": suite_options(ec),
+        "seconds": round(time.time() - t0, 2), "processes": world,
+    }
+    if rank == 0:
+        text = json.dumps(result, indent=2)
+        print(text)
+        if cfg.out:
+            Path(cfg.out).write_text(text + "\n")
+        if cfg.write_ref:
+            write_reference(cfg.write_ref, suite.fake_sides(), images=images,
+                            info={"source": str(cfg.samples), "extractors": result["extractors"]})
+    return result
+
+
+def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(str(path))
+    if path.is_dir():
+        path = path / "samples.npz"
+    if not path.is_file():
+        raise DitlabError(f"{path} not found; pass a samples .npz (uint8 arr_0) or a run directory")
+    with np.load(path, allow_pickle=False) as f:
+        if "arr_0" not in f.files:
+            raise DitlabError(f"{path} has no arr_0; samples must be uint8 images (N, H, W, C) in arr_0")
+        images = f["arr_0"]
+        labels = f["arr_1"] if "arr_1" in f.files else np.zeros(len(images), dtype=np.int64)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DitlabError(f"{path}: arr_0 must be uint8 (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
+    return images, labels
+
+
+def _init_distributed() -> tuple[int, int]:
+    """Under torchrun: join the process group (NCCL on GPUs, gloo otherwise) -> (rank, world size)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\n\n" + (__doc__ or ""))
+        return
+    logging.getLogger("ditlab").setLevel(logging.INFO)
+    with one_line_errors():
+        positional = [a for a in argv if "=" not in a]
+        if len(positional) > 1:
+            raise DitlabError(f"one sample set at a time, got {positional}; {USAGE}")
+        overrides = [a for a in argv if "=" in a] + [f"samples={p}" for p in positional]
+        from ditlab.cli import compose
+
+        try:
+            cfg = compose("evaluate", overrides)
+        except Exception as e:  # a bad override: Hydra's message, on one line
+            raise DitlabError(f"{str(e).splitlines()[0]}; {USAGE}") from None
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
