@@ -87,6 +87,8 @@ def test_bad_eval_settings_fail_with_one_line(train_cfg):
         train(train_cfg(*EVAL, "eval.kid_subset_size=60"))
     with pytest.raises(DitlabError, match="eval.metrics"):
         train(train_cfg("eval.metrics=[fid_digits]"))
+    with pytest.raises(DitlabError, match="checkpoint.monitor=eval/fd_digits needs an evaluation every few steps"):
+        train(train_cfg(*EVAL, "checkpoint.monitor=eval/fd_digits"))  # eval.every_n_steps=0: only at the end
 
 
 def test_two_process_ddp_evaluation_matches_one_process_on_the_same_weights(tmp_path):

@@ -23,8 +23,20 @@ from ditlab.metrics.definitions import METRICS, FakeFeatures, MetricSpec, check_
 from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.frechet import Moments
 from ditlab.metrics.images import to_metric_input
+from ditlab.registry import import_plugin
 
-__all__ = ["METRICS", "MetricSpec", "MetricSuite", "RealSide", "check_metric_names"]
+__all__ = ["METRICS", "MetricSpec", "MetricSuite", "RealSide", "check_metric_names", "import_eval_modules",
+           "suite_options"]
+
+
+def import_eval_modules(ec: Any) -> None:
+    """User metrics / extractors register themselves when their modules (``eval.modules``) are imported."""
+    for module in ec.get("modules") or []:
+        import_plugin(str(module), "eval.modules")
+
+
+def suite_options(ec: Any) -> dict[str, Any]:
+    return {k: ec.get(k) for k in ("kid_subsets", "kid_subset_size", "is_split_size", "pr_k", "seed") if ec.get(k) is not None}
 
 
 @dataclass

@@ -38,8 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     from ditlab.metrics.extractors import build_extractor
     from ditlab.metrics.reference import read_reference, write_reference
-    from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
-    from ditlab.training.eval_callback import import_eval_modules, suite_options
+    from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names, import_eval_modules, suite_options
 
     for key in ("samples", "ref"):
         if OmegaConf.is_missing(cfg, key):

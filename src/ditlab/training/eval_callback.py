@@ -9,7 +9,9 @@ the same labels and the noise seed ``(eval.seed, k)``, and under DDP process ``r
 process takes part in sampling and in the (collective) metric computation: none waits on another.
 
 Outputs in the run directory: ``eval/metrics.jsonl`` (one row per evaluation: step, images seen,
-values, recipe), ``eval/grid_step<N>.png``; the logger gets ``eval/<metric>`` scalars and the grid.
+values, recipe), ``eval/grid_step<N>.png``. The values enter Lightning's ``callback_metrics`` as
+``eval/<metric>`` (so ``ModelCheckpoint(monitor=...)``, early stopping and the progress bar see them)
+and the loggers get them, with the grid, at the evaluation's step.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from ditlab.metrics.real_stats import (
     RealStats, compute_real_stats, load_real_stats, merge_shards, real_image_batches, save_real_stats, stats_key,
 )
 from ditlab.metrics.reference import read_reference
-from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names
-from ditlab.registry import import_plugin
+from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
 
@@ -79,40 +80,6 @@ def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: 
         )
     return EvalCallback(ec, data=data, sampler=sampler, objective=objective, run_dir=run_dir,
                         cache_dir=cfg.paths.cache_dir)
-
-
-def monitored_checkpoint(cfg: DictConfig, evaluator: "EvalCallback | None", dirpath: Path) -> L.Callback | None:
-    """``checkpoint.monitor=eval/<metric>``: a second ModelCheckpoint that keeps the best checkpoints,
-    saving exactly at the evaluation steps (the un-monitored one keeps last/periodic saves). Saving on
-    another interval would rank by a stale value, and before the first evaluation Lightning would
-    silently defer every save of a checkpoint that monitors a key not logged yet."""
-    monitor = cfg.checkpoint.get("monitor")
-    if not monitor:
-        return None
-    metric = str(monitor).removeprefix("eval/")
-    if evaluator is None or not evaluator.every or metric.removesuffix("_std") not in evaluator.names:
-        raise DitlabError(
-            f"checkpoint.monitor={monitor} needs an evaluation every few steps that computes it; set "
-            f"eval.every_n_steps=N and add {metric} to eval.metrics"
-        )
-    mode = cfg.checkpoint.get("monitor_mode", "min")
-    if mode not in ("min", "max"):
-        raise DitlabError(f"checkpoint.monitor_mode={mode} must be min or max")
-    return L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=dirpath, filename=f"best-step{{step:07d}}-{metric}{{{monitor}:.4g}}", auto_insert_metric_name=False,
-        monitor=str(monitor), mode=mode, save_top_k=int(cfg.checkpoint.get("monitor_keep", 1)),
-        every_n_train_steps=evaluator.every, save_last=False,
-    )
-
-
-def import_eval_modules(ec: DictConfig) -> None:
-    """User metrics / extractors register themselves when their modules (``eval.modules``) are imported."""
-    for module in ec.get("modules") or []:
-        import_plugin(str(module), "eval.modules")
-
-
-def suite_options(ec: DictConfig) -> dict[str, Any]:
-    return {k: ec.get(k) for k in ("kid_subsets", "kid_subset_size", "is_split_size", "pr_k", "seed") if ec.get(k) is not None}
 
 
 class EvalCallback(L.Callback):

@@ -30,7 +30,8 @@ from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
-from ditlab.training.eval_callback import build_eval_callback, monitored_checkpoint
+from ditlab.training.eval_callback import build_eval_callback
+from ditlab.training.eval_checkpoint import monitored_checkpoint
 from ditlab.training.loggers import build_loggers
 from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.wandb_logger import publish_summary
