@@ -209,7 +209,7 @@ def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, mon
     samples = toy_images(30, 1, shift=20)
     np.savez(tmp_path / "samples.npz", arr_0=samples, arr_1=np.arange(30) % 3)
     main([str(tmp_path / "samples.npz"), f"ref={tmp_path / 'ref.npz'}", "eval.is_split_size=10", "eval.batch_size=8",
-          f"out={tmp_path / 'out.json'}", f"write_ref={tmp_path / 'samples_ref.npz'}", "eval.progress=false"])
+          f"out={tmp_path / 'out.json'}", f"write_ref={tmp_path / 'samples_ref.npz'}", "progress=false"])
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "out.json").read_text())
     assert printed == saved and saved["num_samples"] == 30 and set(ADM) <= set(saved)

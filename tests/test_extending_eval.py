@@ -58,7 +58,7 @@ def test_a_metric_and_an_extractor_added_by_one_file_and_one_yaml(tmp_path, monk
     from ditlab.tools.evaluate import evaluate
 
     cfg = compose("evaluate", [search, "eval=channels", f"samples={tmp_path / 'samples.npz'}",
-                               f"ref={tmp_path / 'ref.npz'}", "eval.progress=false"])
+                               f"ref={tmp_path / 'ref.npz'}", "progress=false"])
     result = evaluate(cfg)
     assert result["fd_channels"] > 0.01 and 0.1 < result["brightness"] < 0.4  # samples are darker
     assert result["extractors"] == {"channel_stats": {"name": "channel_stats"}}
@@ -100,7 +100,7 @@ def test_ditlab_eval_under_torchrun_gives_one_process_numbers_in_sample_order(tm
     samples[0] = 255  # the first sample is the only white one
     np.savez(tmp_path / "samples.npz", arr_0=samples)
     args = [f"samples={tmp_path / 'samples.npz'}", f"ref={tmp_path / 'ref.npz'}", "eval.modules=[my_eval_parts_ddp]",
-            "eval.metrics=[fd_channels_ddp,first_brightness]", "eval.batch_size=4", "eval.progress=false"]
+            "eval.metrics=[fd_channels_ddp,first_brightness]", "eval.batch_size=4", "progress=false"]
     one = evaluate(compose("evaluate", args))
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(tmp_path / "plugins")]), "OMP_NUM_THREADS": "1"}

@@ -82,7 +82,7 @@ def main() -> None:
     from ditlab.tools.evaluate import evaluate
 
     t0 = time.time()
-    cfg = compose("evaluate", [f"samples={args.samples}", f"ref={work / 'ref.npz'}", "eval.progress=false",
+    cfg = compose("evaluate", [f"samples={args.samples}", f"ref={work / 'ref.npz'}", "progress=false",
                                f"eval.feature_extractor_weights_path={weights}", "eval.batch_size=50",
                                f"eval.is_split_size={len(fake) // 10}",
                                "eval.metrics=[fid,sfid,is,precision,recall]"])

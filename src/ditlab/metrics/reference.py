@@ -38,7 +38,7 @@ def _metrics_using(suite: MetricSuite, extractor: str, output: str) -> str:
 
 def read_reference(
     path: str | Path, suite: MetricSuite, *, device: torch.device | str = "cpu", batch_size: int = 250,
-    progress: bool = False, rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1,
 ) -> dict[str, dict[str, RealSide]]:
     """The reference side of every metric in ``suite`` from an ADM-layout ``.npz``."""
     path = Path(path)
@@ -71,7 +71,7 @@ def read_reference(
                 sides[output] = side
             if missing:  # one extractor pass over the reference images for everything missing
                 computed = _from_images(f["arr_0"], suite.extractors[extractor], missing, device, batch_size,
-                                        progress, rank, world_size)
+                                        rank, world_size)
                 for output, stats in computed.items():
                     new = stats.side()
                     sides[output] = RealSide(sides[output].moments or new.moments,
@@ -81,7 +81,7 @@ def read_reference(
 
 
 def _from_images(images: np.ndarray, extractor: Extractor, needs: dict[str, bool], device, batch_size: int,
-                 progress: bool, rank: int, world_size: int):
+                 rank: int, world_size: int):
     from ditlab.metrics.real_stats import compute_real_stats, merge_shards
 
     if images.dtype != np.uint8 or images.ndim != 4:
@@ -91,7 +91,7 @@ def _from_images(images: np.ndarray, extractor: Extractor, needs: dict[str, bool
                for i in range(0, len(mine), batch_size))
     # uint8 -> [-1, 1] -> uint8 is exact under DiT's rule (clamp(127.5 x + 128) truncated), so the
     # network sees the stored pixels.
-    stats = compute_real_stats(batches, extractor, device, needs, progress=progress and rank == 0, total=len(mine))
+    stats = compute_real_stats(batches, extractor, device, needs, num_images=len(mine))
     if world_size > 1:
         parts: list[Any] = [None] * world_size
         torch.distributed.all_gather_object(parts, stats)

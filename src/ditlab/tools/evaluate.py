@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab import progress
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
 
@@ -34,8 +35,12 @@ USAGE = "usage: ditlab-eval SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,s
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    """Run ``ditlab-eval`` on a composed ``conf/evaluate.yaml``; returns (and prints) the values."""
+    with progress.enabled_if(cfg.get("progress", True)):
+        return _evaluate(cfg)
 
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ditlab.metrics.extractors import build_extractor
     from ditlab.metrics.reference import read_reference, write_reference
     from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names, import_eval_modules, suite_options
@@ -57,10 +62,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     suite = MetricSuite(names, extractors, suite_options(ec)).to(device)
     t0 = time.time()
     suite.load_real(read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size),
-                                   progress=bool(ec.progress), rank=rank, world_size=world))
+                                   rank=rank, world_size=world))
     mine = np.arange(rank, n, world)
     batch = int(ec.batch_size)
-    with tqdm(total=n, desc="samples", unit="img", disable=rank != 0 or not ec.progress) as bar:
+    with progress.bar(total=n, desc="samples", unit="img") as bar:
         for i in range(0, len(mine), batch):
             idx = mine[i : i + batch]
             suite.update(images[idx], labels[idx], index=idx)

@@ -35,6 +35,7 @@ from ditlab.metrics.real_stats import (
     RealStats, compute_real_stats, load_real_stats, merge_shards, real_image_batches, save_real_stats, stats_key,
 )
 from ditlab.metrics.reference import read_reference
+from ditlab.progress import bar as progress_bar
 from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
@@ -106,7 +107,6 @@ class EvalCallback(L.Callback):
         self.reference: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self._last_step = -1
-        self.progress = bool(eval_cfg.get("progress", True))
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -123,7 +123,7 @@ class EvalCallback(L.Callback):
             _rank_zero_first(trainer, lambda: self._build_suite(device))
             if self.cfg.get("reference"):  # a published reference batch (ADM layout) instead of data's images
                 self._real = read_reference(self.cfg.reference, self.suite, device=device,
-                                            batch_size=int(self.cfg.batch_size), progress=trainer.global_rank == 0,
+                                            batch_size=int(self.cfg.batch_size),
                                             rank=trainer.global_rank, world_size=trainer.world_size)
                 self.reference = {"file": str(self.cfg.reference)}
             else:
@@ -215,8 +215,6 @@ class EvalCallback(L.Callback):
         """Sample the fixed set, compute every metric (one extractor pass per network), record and log.
         With ``log_to``, the values also enter Lightning's ``callback_metrics`` (``pl_module.log``),
         where ModelCheckpoint(monitor=...), EarlyStopping and the progress bar read them."""
-        from tqdm.auto import tqdm
-
         step, rank, world = int(trainer.global_step), trainer.global_rank, trainer.world_size
         self._last_step = step
         t0 = time.time()
@@ -229,8 +227,7 @@ class EvalCallback(L.Callback):
         nfe, drawn = 0, 0
         self.suite.reset()
         mine = list(range(rank, len(self.chunks), world))
-        bar = tqdm(total=len(self.labels), desc=f"eval step {step}", unit="img", leave=False,
-                   disable=rank != 0 or not self.progress)
+        bar = progress_bar(total=len(self.labels), desc=f"eval samples (step {step})", unit="img", leave=False)
         starts = np.cumsum([0] + [len(c) for c in self.chunks])
         with _rng_untouched(device), autocast(self.cfg.precision, device):
             for k in mine:
