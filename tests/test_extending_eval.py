@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 
-from ditlab.cli import compose
+from ditlab.config import compose
 
 PLUGIN = '''
 import torch

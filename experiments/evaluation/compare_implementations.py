@@ -78,7 +78,7 @@ def main() -> None:
                  "torch_threads": torch.get_num_threads()}
 
     # 1. ditlab-eval: one Inception pass per set for all metrics.
-    from ditlab.cli import compose
+    from ditlab.config import compose
     from ditlab.tools.evaluate import evaluate
 
     t0 = time.time()

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab import progress
+from ditlab.config import compose
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
 
@@ -124,8 +125,6 @@ def main(argv: list[str] | None = None) -> None:
         if len(positional) > 1:
             raise DitlabError(f"one sample set at a time, got {positional}; {USAGE}")
         overrides = [a for a in argv if "=" in a] + [f"samples={p}" for p in positional]
-        from ditlab.cli import compose
-
         try:
             cfg = compose("evaluate", overrides)
         except Exception as e:  # a bad override: Hydra's message, on one line
