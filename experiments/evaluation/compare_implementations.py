@@ -57,7 +57,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("samples")
     p.add_argument("weights", nargs="?")
-    p.add_argument("--real", type=int, default=200)
+    p.add_argument("--real", type=int, default=100)
     args = p.parse_args()
     torch.set_num_threads(2)
 
