@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-BLOCK = 4096  # rows per distance block
+BLOCK = 1024  # rows per distance block (1024 x 50K float64 = 400 MB)
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
