@@ -28,7 +28,7 @@ def test_train_help_lists_user_options_only():
     assert text.startswith("ditlab-train:")
     found = groups(text + "== Config")
     assert found["trainer"] == ["cpu", "ddp", "ddp_cpu", "fsdp", "gpu"]  # no internal `default`
-    assert found["eval"] == ["digits", "inception", "none"]  # no internal `base`
+    assert found["eval"] == ["adm", "digits", "inception", "none"]  # no internal `base`
     assert "paths" not in found and "model/base" not in found
     assert {"logger", "callbacks", "experiment", "hydra/launcher"} <= set(found)
     export = help_text("export")
