@@ -24,6 +24,8 @@ import pytest
 from conftest import compose_train
 from ditlab.data import DATASETS
 from ditlab.encoders import ENCODERS
+from ditlab.metrics.definitions import METRICS
+from ditlab.metrics.extractors import EXTRACTORS
 from ditlab.models.blocks import BLOCKS
 from ditlab.objectives import OBJECTIVES
 from ditlab.objectives.paths import PATHS
@@ -31,7 +33,7 @@ from ditlab.samplers import SAMPLERS
 from ditlab.training.loggers import LOGGERS
 from ditlab.training.train import train
 
-REGISTRIES = (BLOCKS, OBJECTIVES, PATHS, SAMPLERS, ENCODERS, DATASETS, LOGGERS)
+REGISTRIES = (BLOCKS, OBJECTIVES, PATHS, SAMPLERS, ENCODERS, DATASETS, LOGGERS, METRICS, EXTRACTORS)
 
 
 @dataclass
@@ -336,7 +338,72 @@ LOGGER = Part(
     check=check_logger,
 )
 
-PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET, LOGGER]
+def check_metric(s, run):
+    rows = [json.loads(x) for x in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert 0.1 <= rows[-1]["ext_confidence"] <= 1 and s["metrics"]["ext_confidence"] == rows[-1]["ext_confidence"]
+    assert s["metrics_lower_is_better"] == {"ext_confidence": False}
+
+
+METRIC = Part(  # a metric on a built-in extractor's output (the digits classifier's logits)
+    kind="metric",
+    module="ext_metrics",
+    code="""
+        from ditlab.metrics.definitions import METRICS, MetricSpec
+
+
+        def confidence(fake, real, opts):  # fake: FakeFeatures(features, labels) in sample order
+            return float(fake.features.softmax(1).max(1).values.mean())
+
+
+        METRICS.register("ext_confidence")(MetricSpec(
+            "custom", "digits", "logits", fake="features", real=None, lower_is_better=False, compute=confidence))
+    """,
+    yaml_path="eval/ext_confidence.yaml",
+    yaml="defaults: [base, _self_]\nmodules: [ext_metrics]\nmetrics: [ext_confidence]\n",
+    check=check_metric,
+    overrides=("eval.metrics=[ext_confidence]", "eval.num_samples=20", "eval.batch_size=20"),
+)
+
+
+def check_extractor(s, run):
+    assert s["metrics"]["fd_pixels"] > 0
+    assert s["metrics_recipe"]["reference"]["pixel_stats"]["extractor"] == {"name": "pixel_stats"}
+
+
+EXTRACTOR = Part(  # a feature extractor and a Fréchet distance in its feature space
+    kind="extractor",
+    module="ext_extractors",
+    code="""
+        import torch
+        import torch.nn as nn
+
+        from ditlab.metrics.definitions import METRICS, MetricSpec
+        from ditlab.metrics.extractors import EXTRACTORS, Extractor
+        from ditlab.metrics.frechet import frechet_between
+
+
+        class PixelStats(nn.Module):
+            def forward(self, x):  # uint8 (N, C, H, W) -> {output name: (N, d)}
+                x = x.float() / 255
+                return {"stats": torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3)), x.amax((1, 2, 3))], 1)}
+
+
+        @EXTRACTORS.register("pixel_stats")
+        def build(data, eval_cfg, cache_dir):
+            return Extractor("pixel_stats", PixelStats(), {"stats": 3}, rgb=False, identity={"name": "pixel_stats"})
+
+
+        METRICS.register("fd_pixels")(MetricSpec(
+            "frechet", "pixel_stats", "stats", fake="moments", real="moments", lower_is_better=True,
+            compute=lambda fake, real, opts: frechet_between(fake, real)))
+    """,
+    yaml_path="eval/ext_pixels.yaml",
+    yaml="defaults: [base, _self_]\nmodules: [ext_extractors]\nmetrics: [fd_pixels]\n",
+    check=check_extractor,
+    overrides=("eval.metrics=[fd_pixels]", "eval.num_samples=20", "eval.batch_size=20"),
+)
+
+PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET, LOGGER, METRIC, EXTRACTOR]
 
 
 # ------------------------------------------------------------------------------------------------ test
