@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 HERE = Path(__file__).resolve().parent
+PARTS = ("ditlab", "torchmetrics", "torchmetrics_antialias", "torch_fidelity")
 
 
 def test_made_inception(path: Path, calibrate: np.ndarray) -> Path:
@@ -58,6 +59,8 @@ def main() -> None:
     p.add_argument("samples")
     p.add_argument("weights", nargs="?")
     p.add_argument("--real", type=int, default=100)
+    p.add_argument("--only", choices=PARTS, nargs="*", default=list(PARTS),
+                   help="run these parts (separate processes can run them side by side); results merge")
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -70,7 +73,8 @@ def main() -> None:
     real = to_uint8(load_digits_tensors(side)[0][: args.real])
     work = HERE / "work"
     work.mkdir(exist_ok=True)
-    weights = Path(args.weights) if args.weights else test_made_inception(work / "test_made_inception.pth", real)
+    made = work / "test_made_inception.pth"
+    weights = Path(args.weights) if args.weights else (made if made.is_file() else test_made_inception(made, real))
     np.savez(work / "ref.npz", arr_0=real)
     out: dict = {"num_fake": int(len(fake)), "num_real": int(len(real)), "resolution": int(side),
                  "weights": "real torch-fidelity file" if args.weights else "test-made (random, BN calibrated)",
@@ -81,19 +85,22 @@ def main() -> None:
     from ditlab.config import compose
     from ditlab.tools.evaluate import evaluate
 
-    t0 = time.time()
-    cfg = compose("evaluate", [f"samples={args.samples}", f"ref={work / 'ref.npz'}", "progress=false",
-                               f"eval.feature_extractor_weights_path={weights}", "eval.batch_size=50",
-                               f"eval.is_split_size={len(fake) // 10}",
-                               "eval.metrics=[fid,sfid,is,precision,recall]"])
-    res = evaluate(cfg)
-    out["ditlab"] = {k: res[k] for k in ("fid", "sfid", "is", "is_std", "precision", "recall")}
-    out["ditlab"]["seconds"] = round(time.time() - t0, 1)
+    if "ditlab" in args.only:
+        t0 = time.time()
+        cfg = compose("evaluate", [f"samples={args.samples}", f"ref={work / 'ref.npz'}", "progress=false",
+                                 f"eval.feature_extractor_weights_path={weights}", "eval.batch_size=50",
+                                 f"eval.is_split_size={len(fake) // 10}",
+                                 "eval.metrics=[fid,sfid,is,precision,recall]"])
+        res = evaluate(cfg)
+        out["ditlab"] = {k: res[k] for k in ("fid", "sfid", "is", "is_std", "precision", "recall")}
+        out["ditlab"]["seconds"] = round(time.time() - t0, 1)
 
     # 2. torchmetrics FrechetInceptionDistance, the same weights, TF-like resize and its default antialias.
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     for antialias in (False, True):
+        if ("torchmetrics_antialias" if antialias else "torchmetrics") not in args.only:
+            continue
         t0 = time.time()
         m = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights), antialias=antialias)
         for images, is_real in ((real, True), (fake, False)):
@@ -114,6 +121,8 @@ def main() -> None:
         def __getitem__(self, i):
             return rgb_nchw(self.images[i : i + 1])[0]
 
+    if "torch_fidelity" not in args.only:
+        return finish(out)
     t0 = time.time()
     tf = torch_fidelity.calculate_metrics(
         input1=Set(fake), input2=Set(real), fid=True, isc=True, prc=True, cuda=False, verbose=False,
@@ -121,9 +130,16 @@ def main() -> None:
     out["torch_fidelity"] = {"fid": tf["frechet_inception_distance"], "is": tf["inception_score_mean"],
                              "is_std": tf["inception_score_std"], "precision": tf["precision"],
                              "recall": tf["recall"], "seconds": round(time.time() - t0, 1)}
-    text = json.dumps(out, indent=2)
+    finish(out)
+
+
+def finish(out: dict) -> None:
+    """Merge into results.json (parts run by other processes stay)."""
+    path = HERE / "results.json"
+    merged = {**(json.loads(path.read_text()) if path.is_file() else {}), **out}
+    text = json.dumps(merged, indent=2)
     print(text)
-    (HERE / "results.json").write_text(text + "\n")
+    path.write_text(text + "\n")
 
 
 if __name__ == "__main__":
