@@ -57,7 +57,7 @@ def closed_form_gflops(model: DiT) -> float | None:
     per_block = [block_macs(block, seq_len) for block in model.blocks]
     if any(m is None for m in per_block):
         return None
-    D = model.pos_embed.shape[-1]
+    D = model.hidden_size
     T, C, p, C_out = model.num_tokens, model.in_channels, model.patch_size, model.out_channels
     F = model.t_embedder.frequency_embedding_size
     stem = T * C * p * p * D + F * D + D * D  # patch conv, timestep MLP (label lookup is free)

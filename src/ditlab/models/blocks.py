@@ -16,6 +16,11 @@ Two class attributes tell the backbone how to wire a design:
 ``macs(seq_len)`` is the design's closed-form multiply-add count for one image (paper convention,
 :mod:`ditlab.models.accounting`); a design that does not define it is counted by measurement only.
 Add a design with ``@BLOCKS.register("name")`` on a subclass of :class:`DiTBlock`.
+
+The modern-recipe options ``norm``, ``mlp`` and ``qk_norm`` (``block.*`` keys, see
+:mod:`ditlab.models.options`) are handled once, in :class:`DiTBlock`: a design builds its norms with
+``self.make_norm(dim, affine)`` and uses ``self.attn``/``self.mlp``, and every option composes with it.
+A user block gets them by accepting ``**options`` and passing them to ``super().__init__``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ditlab.models.layers import Attention, CrossAttention, Mlp, modulate
+from ditlab.models.layers import Attention, CrossAttention, modulate
+from ditlab.models.options import check_options, make_mlp, make_norm
 from ditlab.registry import Registry
 
 BLOCKS: Registry[type["DiTBlock"]] = Registry("block", "block")
@@ -42,10 +48,25 @@ class DiTBlock(nn.Module):
     context_tokens_in_sequence: int = 0
     final_layer_modulation: bool = True
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        attn_backend: str = "sdpa",
+        norm: str = "layernorm",
+        mlp: str = "gelu",
+        qk_norm: bool = False,
+    ):
         super().__init__()
-        self.attn = Attention(hidden_size, num_heads, backend=attn_backend)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        check_options(norm, mlp)
+        self.norm_kind = norm
+        self.attn = Attention(hidden_size, num_heads, backend=attn_backend, qk_norm=norm if qk_norm else None)
+        self.mlp = make_mlp(mlp, hidden_size, int(hidden_size * mlp_ratio))
+
+    def make_norm(self, dim: int, affine: bool) -> nn.Module:
+        """A token norm of the kind ``block.norm`` chose (``affine``: LayerNorm's elementwise affine)."""
+        return make_norm(self.norm_kind, dim, affine)
 
     def initialize(self) -> None:
         """Design-specific init, run after xavier init of every Linear."""
@@ -71,10 +92,10 @@ class AdaLNZeroBlock(DiTBlock):
     The modulation Linear is zero-initialised, so every gate is 0 and the block is the identity.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
-        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa", **options):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend, **options)
+        self.norm1 = self.make_norm(hidden_size, affine=False)
+        self.norm2 = self.make_norm(hidden_size, affine=False)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
 
     def initialize(self) -> None:
@@ -99,10 +120,10 @@ class AdaLNBlock(DiTBlock):
     (scale 1, shift 0); the block itself is not the identity at init.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
-        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa", **options):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend, **options)
+        self.norm1 = self.make_norm(hidden_size, affine=False)
+        self.norm2 = self.make_norm(hidden_size, affine=False)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
 
     def initialize(self) -> None:
@@ -125,12 +146,13 @@ class CrossAttentionBlock(DiTBlock):
 
     final_layer_modulation = False
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
-        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
-        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.cross_attn = CrossAttention(hidden_size, num_heads, backend=attn_backend)
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa", **options):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend, **options)
+        self.norm1 = self.make_norm(hidden_size, affine=True)
+        self.norm_cross = self.make_norm(hidden_size, affine=True)
+        self.norm2 = self.make_norm(hidden_size, affine=True)
+        qk_norm = options.get("norm", "layernorm") if options.get("qk_norm") else None
+        self.cross_attn = CrossAttention(hidden_size, num_heads, backend=attn_backend, qk_norm=qk_norm)
 
     def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -149,10 +171,10 @@ class InContextBlock(DiTBlock):
     context_tokens_in_sequence = 2
     final_layer_modulation = False
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa"):
-        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend)
-        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, attn_backend: str = "sdpa", **options):
+        super().__init__(hidden_size, num_heads, mlp_ratio, attn_backend, **options)
+        self.norm1 = self.make_norm(hidden_size, affine=True)
+        self.norm2 = self.make_norm(hidden_size, affine=True)
 
     def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

@@ -16,15 +16,19 @@ from torch.utils.checkpoint import checkpoint
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import BLOCKS, Conditioning
 from ditlab.registry import split_name
-from ditlab.models.layers import LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, modulate
+from ditlab.models.layers import Attention, LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, modulate
+from ditlab.models.options import make_norm
+from ditlab.models.rope import RoPE2D
+
+POSITIONS = ("sincos", "rope2d")
 
 
 class FinalLayer(nn.Module):
     """LayerNorm (adaLN-modulated by c, or a plain affine LN) then a linear map to p*p*C_out per token."""
 
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True, norm: str = "layernorm"):
         super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=not modulated, eps=1e-6)
+        self.norm_final = make_norm(norm, hidden_size, affine=not modulated)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
         self.modulated = modulated
         if modulated:
@@ -58,9 +62,10 @@ class DiT(nn.Module):
         block_kwargs: dict | None = None,
         attn_backend: str = "sdpa",
         grad_checkpointing: bool = False,
+        position: str = "sincos",
     ):
         super().__init__()
-        _validate(input_size, patch_size, hidden_size, num_heads, depth, attn_backend)
+        _validate(input_size, patch_size, hidden_size, num_heads, depth, attn_backend, position)
         block_cls = BLOCKS.get(block, block_module)
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else 2 * in_channels
@@ -69,6 +74,8 @@ class DiT(nn.Module):
         self.num_heads = num_heads
         self.num_classes = num_classes
         self.block_name = block
+        self.hidden_size = hidden_size
+        self.position = position
         self.grad_checkpointing = grad_checkpointing
         self.context_tokens = block_cls.context_tokens_in_sequence
 
@@ -76,15 +83,26 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         num_patches = self.x_embedder.num_patches
-        # Fixed sin-cos table; a Parameter (not a buffer) so official state dicts load strictly.
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        if position == "sincos":
+            # Fixed sin-cos table; a Parameter (not a buffer) so official state dicts load strictly.
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        else:  # rope2d: positions enter only as rotations of q and k in self-attention; no table
+            self.pos_embed = None
         self.blocks = nn.ModuleList(
             [
                 block_cls(hidden_size, num_heads, mlp_ratio=mlp_ratio, attn_backend=attn_backend, **(block_kwargs or {}))
                 for _ in range(depth)
             ]
         )
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, block_cls.final_layer_modulation)
+        norm = (block_kwargs or {}).get("norm", "layernorm")
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, block_cls.final_layer_modulation, norm)
+        if position == "rope2d":
+            # One shared module (non-persistent tables) set on every self-attention built from the shared
+            # layers, whatever the block design, so user blocks get it too.
+            self.rope = RoPE2D(self.x_embedder.grid_size, hidden_size // num_heads)
+            for module in self.blocks.modules():
+                if isinstance(module, Attention):
+                    module.rope = self.rope
         self.initialize_weights()
 
     @property
@@ -100,8 +118,9 @@ class DiT(nn.Module):
 
         self.apply(_basic_init)
         # 2. Frozen 2-D sin-cos positional table.
-        pos = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size)
-        self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
+        if self.pos_embed is not None:
+            pos = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.x_embedder.grid_size)
+            self.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
         # 3. Patch embedding like a Linear over the flattened (C, p, p) patch.
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
@@ -131,7 +150,9 @@ class DiT(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, force_drop_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        x = self.x_embedder(x) + self.pos_embed  # (N, T, D)
+        x = self.x_embedder(x)  # (N, T, D)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
         num_image_tokens = x.shape[1]
         t_emb = self.t_embedder(t)  # (N, D)
         y_emb = self.y_embedder(y, self.training, force_drop_ids)  # (N, D)
@@ -148,7 +169,7 @@ class DiT(nn.Module):
         return self.unpatchify(x)  # (N, C_out, H, W)
 
 
-def _validate(input_size: int, patch_size: int, hidden_size: int, num_heads: int, depth: int, attn_backend: str):
+def _validate(input_size: int, patch_size: int, hidden_size: int, num_heads: int, depth: int, attn_backend: str, position: str):
     if patch_size <= 0 or input_size % patch_size:
         raise DitlabError(
             f"patch size {patch_size} does not divide the model input size {input_size}; "
@@ -164,6 +185,8 @@ def _validate(input_size: int, patch_size: int, hidden_size: int, num_heads: int
         raise DitlabError(f"model.depth must be positive, got {depth}")
     if attn_backend not in ("sdpa", "math"):
         raise DitlabError(f"model.attn_backend must be 'sdpa' or 'math', got '{attn_backend}'")
+    if position not in POSITIONS:
+        raise DitlabError(f"unknown position '{position}'; set block.position to one of {', '.join(POSITIONS)}")
 
 
 def _divisors(n: int) -> str:
@@ -180,7 +203,10 @@ def model_kwargs(model_cfg: Any, block_cfg: Any) -> dict[str, Any]:
     for key in MODEL_META_KEYS:
         kw.pop(key, None)
     block_name, block_module, block_kw = split_name(block_cfg)
-    return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw}
+    # block.position is a backbone option (the sin-cos table, or RoPE in every self-attention); it lives in
+    # the block group with the other recipe options, so `ditlab-flops block.position=rope2d` works too.
+    position = block_kw.pop("position", "sincos")
+    return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw, "position": position}
 
 
 def model_tag(size: str, patch_size: int) -> str:

@@ -137,50 +137,70 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (timm layout)."""
+    """Multi-head self-attention with one fused qkv projection (timm layout).
 
-    def __init__(self, dim: int, num_heads: int, backend: str = "sdpa"):
+    Options (:mod:`ditlab.models.options`): ``qk_norm`` ("layernorm"/"rmsnorm"/None) normalises q and k
+    per head; ``rope`` is a shared :class:`~ditlab.models.rope.RoPE2D` the backbone sets when
+    ``block.position=rope2d`` (norm first, then rotation, as LightningDiT).
+    """
+
+    def __init__(self, dim: int, num_heads: int, backend: str = "sdpa", qk_norm: str | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.backend = backend
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
+        _add_qk_norm(self, qk_norm, dim // num_heads)
+        self.rope: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, T, D = x.shape
-        qkv = self.qkv(x).reshape(N, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = attention(qkv[0], qkv[1], qkv[2], self.backend)  # (N, H, T, d)
+        q, k, v = self.qkv(x).reshape(N, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q, k = self.rope(q), self.rope(k)
+        out = attention(q, k, v, self.backend)  # (N, H, T, d)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
     def macs(self, seq_len: int) -> int:
-        """Multiply-adds for one sequence: qkv + output projections, then QKᵀ and AV."""
+        """Multiply-adds for one sequence: qkv + output projections, then QKᵀ and AV. QK-norm and the
+        RoPE rotation are elementwise (about 4 multiplies per q/k element), free by the convention."""
         D = self.proj.in_features
         return 4 * seq_len * D * D + 2 * seq_len * seq_len * D
 
 
 class CrossAttention(nn.Module):
-    """Image tokens (queries) attend to a short conditioning sequence (keys/values)."""
+    """Image tokens (queries) attend to a short conditioning sequence (keys/values); no positions."""
 
-    def __init__(self, dim: int, num_heads: int, backend: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, backend: str = "sdpa", qk_norm: str | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.backend = backend
         self.q = nn.Linear(dim, dim, bias=True)
         self.kv = nn.Linear(dim, dim * 2, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
+        _add_qk_norm(self, qk_norm, dim // num_heads)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         N, T, D = x.shape
         H, d = self.num_heads, D // self.num_heads
-        q = self.q(x).reshape(N, T, H, d).transpose(1, 2)
+        q = self.q_norm(self.q(x).reshape(N, T, H, d).transpose(1, 2))
         kv = self.kv(context).reshape(N, context.shape[1], 2, H, d).permute(2, 0, 3, 1, 4)
-        out = attention(q, kv[0], kv[1], self.backend)
+        out = attention(q, self.k_norm(kv[0]), kv[1], self.backend)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))
 
     def macs(self, seq_len: int, context_len: int) -> int:
         """Multiply-adds for one sequence: q + output projections, k/v projections, QKᵀ and AV."""
         D = self.proj.in_features
         return 2 * seq_len * D * D + 2 * context_len * D * D + 2 * seq_len * context_len * D
+
+
+def _add_qk_norm(attn: nn.Module, kind: str | None, head_dim: int) -> None:
+    """``q_norm``/``k_norm`` over head_dim (Identity when off, so the default adds no keys)."""
+    from ditlab.models.options import make_qk_norm
+
+    attn.q_norm = make_qk_norm(kind, head_dim) if kind else nn.Identity()
+    attn.k_norm = make_qk_norm(kind, head_dim) if kind else nn.Identity()
 
 
 class Mlp(nn.Module):

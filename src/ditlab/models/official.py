@@ -184,7 +184,8 @@ def model_from_ditlab_checkpoint(
     sd = extract_state_dict(ckpt, use_ema=use_ema, source=source)
     proj = sd["x_embedder.proj.weight"]  # (D, C, p, p)
     p = proj.shape[-1]
-    grid = math.isqrt(sd["pos_embed"].shape[1])
+    tokens = meta.get("model_stats", {}).get("tokens") or sd["pos_embed"].shape[1]  # rope2d runs have no table
+    grid = math.isqrt(int(tokens))
     kwargs = {**model_kwargs(cfg.model, cfg.block), **model_overrides}
     model = DiT(
         input_size=grid * p,
