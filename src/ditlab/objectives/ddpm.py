@@ -8,11 +8,14 @@ import torch
 
 from ditlab.objectives.base import OBJECTIVES, ModelFn, Objective
 from ditlab.objectives.gaussian import GaussianDiffusion, get_named_beta_schedule
+from ditlab.objectives.time_sampling import NoiseLevelSampler
 
 
 @OBJECTIVES.register("ddpm")
 class DDPMObjective(Objective):
-    """``schedule`` linear|cosine, ``prediction`` eps|x0|v, ``var_type`` learned_range|fixed_small|fixed_large."""
+    """``schedule`` linear|cosine, ``prediction`` eps|x0|v (v: velocity, Salimans & Ho 2022),
+    ``var_type`` learned_range|fixed_small|fixed_large, ``time_sampling`` uniform|logit_normal and
+    ``time_shift`` over the timestep index (see :mod:`ditlab.objectives.time_sampling`)."""
 
     family = "ddpm"
     name = "ddpm"
@@ -23,11 +26,16 @@ class DDPMObjective(Objective):
         schedule: str = "linear",
         prediction: str = "eps",
         var_type: str = "learned_range",
+        time_sampling: str = "uniform",
+        logit_normal_mean: float = 0.0,
+        logit_normal_std: float = 1.0,
+        time_shift: float = 1.0,
     ):
         self.num_timesteps = num_timesteps
         self.schedule = schedule
         self.prediction = prediction
         self.var_type = var_type
+        self.noise_levels = NoiseLevelSampler(time_sampling, logit_normal_mean, logit_normal_std, time_shift)
         self.diffusion = GaussianDiffusion(get_named_beta_schedule(schedule, num_timesteps), prediction, var_type)
 
     @property
@@ -42,9 +50,16 @@ class DDPMObjective(Objective):
 
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, model_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
         # RNG order as in the official train.py: t, then noise, then the model (label dropout).
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
+        t = self.sample_t(x0.shape[0], x0.device)
         noise = torch.randn_like(x0)
         return self.loss_at(model_fn, x0, t, noise, model_kwargs)
+
+    def sample_t(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(n,) timestep indices: uniform as DiT (its exact draw), else ⌊τ·T⌋ of a noise level τ."""
+        if self.noise_levels.is_default:
+            return torch.randint(0, self.num_timesteps, (n,), device=device)
+        tau = self.noise_levels.sample(n)
+        return (tau * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1).to(device)
 
     def loss_at(self, model_fn, x0, t, noise, model_kwargs) -> dict[str, torch.Tensor]:
         x_t = self.diffusion.q_sample(x0, t, noise)
@@ -59,4 +74,5 @@ class DDPMObjective(Objective):
             "schedule": self.schedule,
             "prediction": self.prediction,
             "var_type": self.var_type,
+            **self.noise_levels.describe(),
         }

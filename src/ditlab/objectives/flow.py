@@ -17,16 +17,17 @@ from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES, ModelFn, Objective
 from ditlab.objectives.gaussian import mean_flat
 from ditlab.objectives.paths import build_path, expand_t_like_x
+from ditlab.objectives.time_sampling import NoiseLevelSampler
 
 PREDICTIONS = ("velocity", "noise", "score")
 LOSS_WEIGHTS = (None, "velocity", "likelihood")
-TIME_SAMPLING = ("uniform", "logit_normal")
 
 
 @OBJECTIVES.register("flow")
 class FlowObjective(Objective):
     """``path`` linear|gvp|vp (or a registered one, see :mod:`ditlab.objectives.paths`), ``prediction``
-    velocity|noise|score, ``time_sampling`` uniform|logit_normal."""
+    velocity|noise|score, ``time_sampling`` uniform|logit_normal and ``time_shift`` (see
+    :mod:`ditlab.objectives.time_sampling`)."""
 
     family = "flow"
     name = "flow"
@@ -39,6 +40,7 @@ class FlowObjective(Objective):
         time_sampling: str = "uniform",
         logit_normal_mean: float = 0.0,
         logit_normal_std: float = 1.0,
+        time_shift: float = 1.0,
         train_eps: float | None = None,
         sample_eps: float | None = None,
         path_module: str | None = None,
@@ -48,14 +50,11 @@ class FlowObjective(Objective):
             raise DitlabError(f"unknown flow prediction '{prediction}'; set objective.prediction to one of {PREDICTIONS}")
         if loss_weight not in LOSS_WEIGHTS:
             raise DitlabError(f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood")
-        if time_sampling not in TIME_SAMPLING:
-            raise DitlabError(f"unknown time sampling '{time_sampling}'; set objective.time_sampling to one of {TIME_SAMPLING}")
         self.path = build_path(path, path_module, path_options)
         self.path_options = dict(path_options or {})
         self.prediction = prediction
         self.loss_weight = loss_weight
-        self.time_sampling = time_sampling
-        self.logit_normal_mean, self.logit_normal_std = float(logit_normal_mean), float(logit_normal_std)
+        self.noise_levels = NoiseLevelSampler(time_sampling, logit_normal_mean, logit_normal_std, time_shift)
         # SiT's ε defaults (transport/__init__.py): VP 1e-5 / 1e-3; noise and score 1e-3; velocity 0.
         default_train, default_sample = (1e-5, 1e-3) if self.path.name == "vp" else (
             (0.0, 0.0) if prediction == "velocity" else (1e-3, 1e-3)
@@ -76,10 +75,10 @@ class FlowObjective(Objective):
     def sample_t(self, n: int) -> torch.Tensor:
         """(n,) times in the training interval, drawn on the CPU generator like SiT."""
         t0, t1 = self.interval(eval=False)
-        if self.time_sampling == "uniform":
-            u = torch.rand((n,))
-        else:  # logit-normal (SD3): sigmoid of a Gaussian, concentrating on mid-range t
-            u = torch.sigmoid(torch.randn((n,)) * self.logit_normal_std + self.logit_normal_mean)
+        if self.noise_levels.is_default:
+            u = torch.rand((n,))  # SiT's draw, kept bit-for-bit
+        else:  # logit-normal and/or shifted: drawn as a noise level τ (SD3), SiT time t = 1 − τ
+            u = 1 - self.noise_levels.sample(n)
         return u * (t1 - t0) + t0
 
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, model_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -123,9 +122,7 @@ class FlowObjective(Objective):
             **({"path_options": self.path_options} if self.path_options else {}),
             "prediction": self.prediction,
             "loss_weight": self.loss_weight,
-            "time_sampling": self.time_sampling,
-            **({"logit_normal": [self.logit_normal_mean, self.logit_normal_std]}
-               if self.time_sampling == "logit_normal" else {}),
+            **self.noise_levels.describe(),
             "train_eps": self.train_eps,
             "sample_eps": self.sample_eps,
         }

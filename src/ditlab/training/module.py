@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from ditlab.auxloss import AuxLoss, NoAux
 from ditlab.encoders.base import LatentEncoder
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
@@ -32,9 +33,11 @@ class DiffusionModule(L.LightningModule):
         ema_decay: float = 0.9999,
         images_per_step: int = 1,
         meta: dict[str, Any] | None = None,
+        aux: AuxLoss | None = None,
     ):
         super().__init__()
         self.model = model
+        self.aux = aux if aux is not None else NoAux()  # extra loss terms (REPA); its projector trains too
         self.ema = make_ema(model)
         self.objective = objective
         # Not registered as a submodule: the frozen encoder stays out of checkpoints and the optimizer.
@@ -53,7 +56,9 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         z = self.encoder.encode(x)
-        terms = self.objective.loss(self.model, z, {"y": y})
+        with self.aux.watch(self.model):
+            terms = self.objective.loss(self.model, z, {"y": y})
+        terms = self.aux.add_to(terms, x)  # adds e.g. "repa" and its weighted sum to "loss"
         loss = terms["loss"].mean()
         self._last_loss = loss.detach()
         # Reading a value back (finiteness check, logging) waits for the GPU: done on logging steps only,
@@ -87,7 +92,7 @@ class DiffusionModule(L.LightningModule):
         update_ema(self.ema, self.model, self.ema_decay)
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in [*self.model.parameters(), *self.aux.parameters()] if p.requires_grad]
         return make_adamw(params, self.lr, self.weight_decay, self.betas)
 
     def train(self, mode: bool = True) -> "DiffusionModule":

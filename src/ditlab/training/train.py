@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.auxloss import build_aux
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab import progress
 from ditlab.errors import DitlabError
@@ -84,7 +85,9 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     )
     if cfg.get("init_from") and ckpt_path is None:  # fine-tuning: the model and its EMA start from these weights
         load_initial_weights(model, cfg.init_from)
+    aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
     stats = describe_model(cfg.model, cfg.block, model)
+    stats.update({f"aux_{k}": round(v, 6) for k, v in aux.cost().items()})  # training-only, not in gflops
     log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
 
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
@@ -112,6 +115,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         ema_decay=cfg.ema.decay,
         images_per_step=data.batch_size * accumulate,
         meta=meta,
+        aux=aux,
     )
     if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
         module.model.compile()
@@ -161,6 +165,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         "run_dir": str(run_dir),
         **stats,
         "objective": objective.describe(),
+        "aux": aux.describe(),
         "encoder": encoder.describe(),
         "data": data.describe(),
         "steps": int(trainer.global_step),
