@@ -208,3 +208,10 @@ def test_bad_block_options_are_one_line(override, message):
 def test_rope_needs_a_head_size_divisible_by_4():
     with pytest.raises(DitlabError, match="2-D RoPE needs a head size divisible by 4, got 6"):
         DiT(input_size=8, patch_size=2, hidden_size=12, depth=1, num_heads=2, position="rope2d")
+
+
+def test_modern_options_refuse_the_diffusers_export_with_one_line():
+    from ditlab.models.diffusers_interop import to_diffusers
+
+    with pytest.raises(DitlabError, match="diffusers' DiTTransformer2DModel has the paper's DiT blocks only"):
+        to_diffusers(small_dit("adaln_zero", block_kwargs={"mlp": "swiglu"}))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn as nn
 
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import AdaLNZeroBlock
@@ -169,7 +170,15 @@ def _check_exportable(model: DiT) -> None:
             f"only adaLN-Zero models export to diffusers' DiTTransformer2DModel (this one uses block "
             f"'{model.block_name}')"
         )
-    fc1 = model.blocks[0].mlp.fc1
+    block = model.blocks[0]
+    if model.position != "sincos" or block.norm_kind != "layernorm" or not hasattr(block.mlp, "fc1") or not isinstance(
+        block.attn.q_norm, nn.Identity
+    ):
+        raise DitlabError(
+            "diffusers' DiTTransformer2DModel has the paper's DiT blocks only; export a model trained with the "
+            "default block.norm, block.mlp, block.qk_norm and block.position"
+        )
+    fc1 = block.mlp.fc1
     if fc1.out_features != 4 * fc1.in_features:
         raise DitlabError(f"diffusers' DiT has MLP ratio 4; this model has {fc1.out_features / fc1.in_features:g}")
 

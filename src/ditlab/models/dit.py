@@ -21,6 +21,7 @@ from ditlab.models.options import make_norm
 from ditlab.models.rope import RoPE2D
 
 POSITIONS = ("sincos", "rope2d")
+BLOCK_OPTION_DEFAULTS = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False}  # DiTBlock's (the paper's)
 
 
 class FinalLayer(nn.Module):
@@ -206,6 +207,11 @@ def model_kwargs(model_cfg: Any, block_cfg: Any) -> dict[str, Any]:
     # block.position is a backbone option (the sin-cos table, or RoPE in every self-attention); it lives in
     # the block group with the other recipe options, so `ditlab-flops block.position=rope2d` works too.
     position = block_kw.pop("position", "sincos")
+    # Recipe options at their DiT defaults are not passed on, so a user block whose constructor does not
+    # take them still builds from a YAML that lists them (or from a shipped block's YAML).
+    for key, default in BLOCK_OPTION_DEFAULTS.items():
+        if block_kw.get(key, default) == default:
+            block_kw.pop(key, None)
     return {**kw, "block": block_name, "block_module": block_module, "block_kwargs": block_kw, "position": position}
 
 
