@@ -114,7 +114,7 @@ LAYERS = (
     (4, ("ditlab.cli", "ditlab.tools", "ditlab.report.cli")),
     (3, ("ditlab.training", "ditlab.sweep", "ditlab.report", "ditlab.cache.extract")),
     (2, ("ditlab.build",)),
-    (1, ("ditlab.models", "ditlab.objectives", "ditlab.samplers", "ditlab.encoders", "ditlab.data", "ditlab.cache",
+    (1, ("ditlab.models", "ditlab.objectives", "ditlab.auxloss", "ditlab.samplers", "ditlab.encoders", "ditlab.data", "ditlab.cache",
          "ditlab.metrics")),
 )
 

@@ -195,10 +195,16 @@ class CrossAttention(nn.Module):
         return 2 * seq_len * D * D + 2 * context_len * D * D + 2 * seq_len * context_len * D
 
 
+def make_qk_norm(kind: str, head_dim: int) -> nn.Module:
+    """One norm over head_dim whose scale is shared by all heads (LightningDiT ``q_norm``/``k_norm``):
+    RMSNorm (eps 1e-6) with ``block.norm=rmsnorm``, else a PyTorch-default LayerNorm (eps 1e-5, affine)."""
+    if kind == "rmsnorm":
+        return nn.RMSNorm(head_dim, eps=1e-6)
+    return nn.LayerNorm(head_dim)
+
+
 def _add_qk_norm(attn: nn.Module, kind: str | None, head_dim: int) -> None:
     """``q_norm``/``k_norm`` over head_dim (Identity when off, so the default adds no keys)."""
-    from ditlab.models.options import make_qk_norm
-
     attn.q_norm = make_qk_norm(kind, head_dim) if kind else nn.Identity()
     attn.k_norm = make_qk_norm(kind, head_dim) if kind else nn.Identity()
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError
+from ditlab.models.layers import Mlp, make_qk_norm  # noqa: F401  (make_qk_norm: one home for the recipe's norms)
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
@@ -38,14 +39,6 @@ def make_norm(kind: str, dim: int, affine: bool) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(dim, elementwise_affine=affine, eps=1e-6)
     return nn.RMSNorm(dim, eps=1e-6)
-
-
-def make_qk_norm(kind: str, head_dim: int) -> nn.Module:
-    """One norm over head_dim whose scale is shared by all heads (LightningDiT ``q_norm``/``k_norm``):
-    RMSNorm (eps 1e-6) with ``block.norm=rmsnorm``, else a PyTorch-default LayerNorm (eps 1e-5, affine)."""
-    if kind == "rmsnorm":
-        return nn.RMSNorm(head_dim, eps=1e-6)
-    return nn.LayerNorm(head_dim)
 
 
 def swiglu_hidden_size(gelu_hidden: int) -> int:
@@ -75,8 +68,6 @@ class SwiGLU(nn.Module):
 
 
 def make_mlp(kind: str, dim: int, gelu_hidden: int) -> nn.Module:
-    from ditlab.models.layers import Mlp
-
     if kind == "gelu":
         return Mlp(dim, gelu_hidden)
     return SwiGLU(dim, swiglu_hidden_size(gelu_hidden))
