@@ -11,6 +11,9 @@ interpolated between the two evaluations around the crossing), and
     speed-up = baseline's steps to target / the run's steps to target.
 
 A run that never reaches the target within the shared budget has no speed-up (shown as "not reached").
+The same ratio against the baseline's *best* value (``speedup_best``) is reported too: on a short,
+noisy budget the baseline's final value can be worse than its early ones, and then the first ratio
+says little.
 """
 
 from __future__ import annotations
@@ -79,9 +82,12 @@ def convergence_rows(runs: list[Run], metric: str) -> list[dict[str, Any]]:
         base = next((e for e in group if not e["options"]), None)
         target = base["history"][-1][1] if base else None
         base_steps = steps_to_reach(base["history"], target) if base else None
+        best = min(v for _, v in base["history"]) if base else None
+        base_best_steps = steps_to_reach(base["history"], best) if base else None
         for e in sorted(group, key=lambda e: (len(e["options"]), e["options"])):
             s = e["run"].summary
             steps = steps_to_reach(e["history"], target) if target is not None else None
+            steps_best = steps_to_reach(e["history"], best) if best is not None else None
             rows.append({
                 "block": block, "variant": e["variant"], "params": s.get("params"), "gflops": s.get("gflops"),
                 "steps": e["history"][-1][0], f"final_{metric}": round(e["history"][-1][1], 2),
@@ -89,6 +95,8 @@ def convergence_rows(runs: list[Run], metric: str) -> list[dict[str, Any]]:
                 "digits_accuracy": (s.get("metrics") or {}).get("digits_accuracy"),
                 "steps_to_target": None if steps is None else round(steps, 1),
                 "speedup": None if steps is None or not base_steps else round(base_steps / steps, 2),
+                "steps_to_best": None if steps_best is None else round(steps_best, 1),
+                "speedup_best": None if steps_best is None or not base_best_steps else round(base_best_steps / steps_best, 2),
                 "history": e["history"], "run": e["run"].name,
             })
     return rows
@@ -122,14 +130,17 @@ def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
 
 def markdown(rows: list[dict[str, Any]], metric: str) -> str:
     head = ["design", "variant", "params", "Gflops", f"final {metric}", f"best {metric}", "accuracy",
-            "steps to baseline's final", "speed-up"]
+            "steps to baseline's final", "speed-up", "steps to baseline's best", "speed-up (best)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = "" if r["digits_accuracy"] is None else f"{r['digits_accuracy']:.3f}"
         reach = "not reached" if r["steps_to_target"] is None else f"{r['steps_to_target']:g}"
         speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
+        reach_best = "not reached" if r["steps_to_best"] is None else f"{r['steps_to_best']:g}"
+        speed_best = "—" if r["speedup_best"] is None else f"{r['speedup_best']:.2f}×"
         lines.append(f"| {r['block']} | {r['variant']} | {r['params']:,} | {r['gflops']:.5f} | "
-                     f"{r[f'final_{metric}']:.1f} | {r[f'best_{metric}']:.1f} | {acc} | {reach} | {speed} |")
+                     f"{r[f'final_{metric}']:.1f} | {r[f'best_{metric}']:.1f} | {acc} | {reach} | {speed} | "
+                     f"{reach_best} | {speed_best} |")
     return "\n".join(lines) + "\n"
 
 
