@@ -107,12 +107,14 @@ def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
 
     plt = _pyplot()
     blocks = list(dict.fromkeys(r["block"] for r in rows))
+    variants = sorted({r["variant"] for r in rows if not r["variant"].startswith("DiT")})
+    colors = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # one colour per variant in every panel
     fig, axes = plt.subplots(1, len(blocks), figsize=(6.2 * len(blocks), 4.6), squeeze=False, sharey=True)
     for ax, block in zip(axes[0], blocks):
-        for i, r in enumerate(r for r in rows if r["block"] == block):
+        for r in (r for r in rows if r["block"] == block):
             steps, values = zip(*r["history"])
             base = r["variant"].startswith("DiT")
-            ax.plot(steps, values, color="black" if base else f"C{i % 10}", lw=2.4 if base else 1.3,
+            ax.plot(steps, values, color="black" if base else colors[r["variant"]], lw=2.4 if base else 1.3,
                     ls="-" if base or r["variant"].count("+") < 2 else "--", label=r["variant"])
         target = next((r[f"final_{metric}"] for r in rows if r["block"] == block and r["variant"].startswith("DiT")), None)
         if target is not None:
@@ -121,8 +123,8 @@ def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
         ax.set_xlabel("training step")
         ax.set_title(f"{block}")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"{metric} (lower is better)")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel(f"{metric} (lower is better; dotted: the baseline's final value)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
