@@ -164,6 +164,21 @@ def test_an_interrupted_extraction_resumes_and_keeps_finished_shards(assets, cac
         extract(extract_cfg(assets, tmp_path / "busy"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage_header"])
+def test_a_damaged_shard_is_refused_in_one_line_and_extracted_again(assets, cache, train_cfg, tmp_path, damage):
+    import shutil
+
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(cache[0], cache_dir)
+    shard = cache_dir / "shards" / "shard-00001.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 100] if damage == "truncated" else os.urandom(64) + data[64:])
+    with pytest.raises(DitlabError, match="has a damaged shard .*shard-00001.*rerun the same ditlab-extract command"):
+        train(train_cfg(*LATENT_TRAIN, f"data.cache_dir={cache_dir}", f"encoder.path={assets['vae']}"))
+    extract(extract_cfg(assets, cache_dir))
+    assert shard.read_bytes() == (cache[0] / "shards" / "shard-00001.safetensors").read_bytes()
+
+
 def test_two_processes_write_disjoint_shards(assets, cache, tmp_path):
     cache_dir = tmp_path / "cache"
     exe = os.path.join(os.path.dirname(sys.executable), "ditlab-extract")

@@ -1,4 +1,5 @@
-"""End-to-end training on CPU with the real configs (shrunk): outputs, resume, determinism, EMA, NaN guard."""
+"""End-to-end training on CPU with the real configs (shrunk): outputs, resume, determinism, EMA.
+(Exact resume, locks, preemption and the divergence guard: test_runs.py.)"""
 
 import csv
 import json
@@ -25,12 +26,12 @@ def test_few_step_run_writes_every_output(train_cfg, tmp_path):
     cfg = train_cfg()
     summary = train(cfg)
     run = tmp_path / "run"
-    # Checkpoint: model + EMA + optimizer + step + RNG, loadable with weights_only=True.
+    # Checkpoint: model + EMA + optimizer + step + loader position, loadable with weights_only=True.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 4
     assert any(k.startswith("ema.") for k in ckpt["state_dict"]) and any(k.startswith("model.") for k in ckpt["state_dict"])
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 4
-    assert set(ckpt["rng"]) == {"torch", "numpy", "python"}
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "yielded": 4}]
     assert ckpt["ditlab"]["config"]["model"]["hidden_size"] == 32
     assert (run / "checkpoints" / "step0000002.ckpt").is_file()  # periodic checkpoint
     # Samples: uint8 NHWC + class-balanced labels.
@@ -103,7 +104,7 @@ class NaNAfterTwoSteps(DDPMObjective):
 
     def loss(self, model_fn, x0, model_kwargs):
         terms = super().loss(model_fn, x0, model_kwargs)
-        NaNAfterTwoSteps.calls += 1
+        NaNAfterTwoSteps.calls += torch.is_grad_enabled()  # training steps (not the guard's check before a save)
         if NaNAfterTwoSteps.calls > 2:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
@@ -111,7 +112,7 @@ class NaNAfterTwoSteps(DDPMObjective):
 
 def test_nan_loss_stops_with_one_clear_error_and_keeps_checkpoints(train_cfg, tmp_path):
     NaNAfterTwoSteps.calls = 0
-    with pytest.raises(DitlabError, match="loss became nan by step 2.*optim.lr"):
+    with pytest.raises(DitlabError, match="loss became nan at step 2.*optim.lr"):
         train(train_cfg("objective.name=nan_after_2_steps"))
     assert (tmp_path / "run" / "checkpoints" / "step0000002.ckpt").is_file()
     assert not (tmp_path / "run" / "summary.json").exists()
@@ -120,7 +121,7 @@ def test_nan_loss_stops_with_one_clear_error_and_keeps_checkpoints(train_cfg, tm
 def test_nan_loss_between_logging_steps_never_reaches_a_checkpoint(train_cfg, tmp_path):
     # The loss is read back only on logging steps (no per-step GPU sync); the checkpoint save checks it too.
     NaNAfterTwoSteps.calls = 0
-    with pytest.raises(DitlabError, match="loss became nan by step 4"):
+    with pytest.raises(DitlabError, match="loss became nan at step 2"):
         train(train_cfg("objective.name=nan_after_2_steps", "trainer.log_every_n_steps=10", "trainer.max_steps=8"))
     checkpoints = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt", "step0000002.ckpt"]

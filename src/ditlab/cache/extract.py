@@ -66,8 +66,12 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
                         str(cfg.dtype), probe_std is not None, int(cfg.shard_size))
     manifest = _open_cache(cache_dir, plan)
     if manifest.get("complete"):
-        log.info("the cache %s is already complete (%d latents); nothing to do", cache_dir, manifest["num_latents"])
-        return manifest
+        damaged = [s["file"] for s in plan["shards"] if shard_meta(cache_dir / s["file"]) is None]
+        if not damaged:
+            log.info("the cache %s is already complete (%d latents); nothing to do", cache_dir, manifest["num_latents"])
+            return manifest
+        log.warning("%d damaged shard(s) in %s (first: %s): extracting them again", len(damaged), cache_dir, damaged[0])
+        mf.write_manifest(cache_dir, plan)  # incomplete until they are redone: no run trains on it meanwhile
 
     mine = [k for k in range(len(plan["shards"])) if k % world == rank]
     log.info("process %d/%d: %d of %d shards, %d images, encoder %s on %s", rank, world, len(mine),

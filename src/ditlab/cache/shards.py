@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ditlab.atomic import replace_atomically
+from ditlab.resumable_loader import item_generator
 
 MAX_OPEN_SHARDS = 64  # per process; least recently used handles are closed beyond this
 
@@ -30,13 +31,19 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, An
 
 
 def shard_meta(path: Path) -> dict[str, Any] | None:
-    """The metadata of a finished shard, or None when it is missing or unreadable (to be redone)."""
+    """The metadata of a finished shard, or None when it is missing, unreadable or truncated (to be redone)."""
     if not path.is_file():
         return None
     try:
+        with open(path, "rb") as f:  # safetensors: u64 header length, JSON header, then the tensor bytes
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if path.stat().st_size < 8 + header_len + data_end:
+            return None  # truncated: the tensors end beyond the file
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {})["ditlab"])
-    except (SafetensorError, OSError, KeyError, ValueError):
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, IndexError, MemoryError, OverflowError):
         return None
 
 
@@ -73,7 +80,7 @@ class LatentCacheDataset(Dataset):
         k = bisect.bisect_right(self.offsets, i) - 1
         row = i - self.offsets[k]
         shard = self._shard(k)
-        suffix = "_flip" if self.random_flip and torch.rand(()) < 0.5 else ""
+        suffix = "_flip" if self.random_flip and torch.rand((), generator=item_generator(i)) < 0.5 else ""
         names = ["mean" + suffix] + (["std" + suffix] if self.has_std else [])
         x = torch.cat([shard.get_slice(name)[row : row + 1][0] for name in names]).float()  # (2C or C, h, w)
         label = int(shard.get_slice("label")[row : row + 1][0])

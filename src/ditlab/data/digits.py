@@ -15,9 +15,11 @@ from importlib.resources import files
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ditlab.data.base import DATASETS, ImageDataModule
+from ditlab.resumable_loader import ResumableLoader
+from ditlab.data.sharding import sharded_train_loader
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -44,25 +46,19 @@ class DigitsDataModule(ImageDataModule):
     num_classes = 10
     channels = 1
 
-    def __init__(self, resolution: int = 16, batch_size: int = 128, num_workers: int = 0):
+    def __init__(self, resolution: int = 16, batch_size: int = 128, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size, num_workers)
         self.resolution = resolution
+        self.seed = int(seed)
         self.dataset: TensorDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = TensorDataset(*load_digits_tensors(self.resolution))
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         self.setup()
-        return DataLoader(
-            self.dataset,
-            batch_size=self.per_device_batch_size(),
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return sharded_train_loader(self.dataset, self, self.seed)
 
     def real_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.setup()

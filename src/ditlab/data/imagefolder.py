@@ -20,6 +20,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from ditlab.data.base import DATASETS, ImageDataModule
+from ditlab.resumable_loader import item_generator
 from ditlab.data.sharding import sharded_train_loader
 from ditlab.data.transforms import adm_center_crop, to_model_range
 from ditlab.errors import DitlabError
@@ -82,7 +83,7 @@ class ImageFolderDataset(ImageFolder):
             else:
                 raise DitlabError(f"none of the {MAX_SUBSTITUTES} images after {path} is readable; check data.root")
         x = to_model_range(adm_center_crop(image, self.resolution))
-        if self.random_flip and torch.rand(()) < 0.5:
+        if self.random_flip and torch.rand((), generator=item_generator(index)) < 0.5:
             x = x.flip(-1)
         return x, label, index, bad_path, reason
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ditlab.cache.manifest import MANIFEST, encoder_differences, read_manifest
-from ditlab.cache.shards import LatentCacheDataset
+from ditlab.cache.shards import LatentCacheDataset, shard_meta
 from ditlab.data.base import DATASETS, ImageDataModule
 from ditlab.data.imagefolder import resolve_num_classes
 from ditlab.data.sharding import sharded_train_loader
@@ -56,6 +56,12 @@ class LatentsDataModule(ImageDataModule):
             raise DitlabError(
                 f"data.resolution={resolution} but the cache {self.cache_dir} holds {manifest['resolution']}px images; "
                 f"set data.resolution={manifest['resolution']} (or null) or extract a cache at {resolution}px"
+            )
+        damaged = next((s["file"] for s in manifest["shards"] if shard_meta(self.cache_dir / s["file"]) is None), None)
+        if damaged is not None:
+            raise DitlabError(
+                f"the latent cache {self.cache_dir} has a damaged shard ({damaged}: missing, truncated or unreadable); "
+                "rerun the same ditlab-extract command, which extracts damaged shards again"
             )
         self.manifest = manifest
         self.resolution = int(manifest["resolution"])

@@ -129,16 +129,37 @@ def classify_samples(images: np.ndarray, labels: np.ndarray, cache_dir: str | Pa
 
 
 def classify_npz(path: str | Path, cache_dir: str | Path) -> dict[str, Any]:
+    images, labels = read_labelled_samples(path)
+    return classify_samples(images, labels, cache_dir)
+
+
+def read_labelled_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``arr_0`` uint8 (N, R, R, 1) images and ``arr_1`` (N,) integer labels of a samples .npz, checked."""
     path = Path(path)
     if path.is_dir():
         path = path / "samples.npz"
     if not path.is_file():
         raise DitlabError(f"{path} not found; pass a run directory or a samples .npz file")
-    with np.load(path) as f:
-        if "arr_1" not in f:
-            raise DitlabError(f"{path} has no arr_1 (labels); class accuracy needs labelled samples")
-        images, labels = f["arr_0"], f["arr_1"]
-    return classify_samples(images, labels, cache_dir)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise DitlabError(f"{path} holds a single array, not an .npz archive with arr_0 (images) and arr_1 (labels)")
+            missing = [k for k in ("arr_0", "arr_1") if k not in f.files]
+            if missing:
+                raise DitlabError(f"{path} has no {' or '.join(missing)} (needs arr_0: uint8 images, arr_1: labels; "
+                                  f"it holds {', '.join(f.files) or 'nothing'}); pass a samples.npz from ditlab")
+            images, labels = f["arr_0"], f["arr_1"]
+    except DitlabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - not a zip, truncated, pickled objects: one line
+        raise DitlabError(f"{path} is not a readable .npz archive ({type(e).__name__}: {str(e)[:100]}); pass a "
+                          "samples.npz written by ditlab-train or ditlab-sample") from None
+    if images.dtype != np.uint8:
+        raise DitlabError(f"{path}: arr_0 holds {images.dtype} images; expected uint8 in [0, 255] (ADM layout)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
+        raise DitlabError(f"{path}: arr_1 must hold one integer label per image ({len(images)}), got "
+                          f"{labels.dtype} of shape {labels.shape}")
+    return images, labels
 
 
 class DigitsFeatureExtractor(nn.Module):

@@ -19,16 +19,17 @@ import argparse
 import logging
 import math
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from omegaconf import OmegaConf
 
 from ditlab.config import CONFIG_DIR, compose
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT, model_kwargs, model_tag
 from ditlab.models.layers import get_2d_sincos_pos_embed
+from ditlab.stored_config import stored_config
 
 log = logging.getLogger("ditlab")
 
@@ -45,6 +46,7 @@ def from_official(
     use_ema: bool = True,
     in_channels: int = 4,
     learn_sigma: bool = True,
+    plugins: tuple[str, ...] = (),
     **model_overrides: Any,
 ) -> DiT:
     """Build the ditlab model for an official DiT checkpoint and load its weights (returned in eval mode).
@@ -58,6 +60,8 @@ def from_official(
         num_classes: 1000 for the ImageNet checkpoints (the label table has one extra null row).
         use_ema: take the ``ema`` weights of a training/ditlab checkpoint (else ``model``).
         in_channels, learn_sigma: latent channels; learned Σ doubles the output channels.
+        plugins: modules a ditlab checkpoint's config may name for its block (a checkpoint never
+            chooses code to import by itself; see :mod:`ditlab.stored_config`).
         **model_overrides: any other :class:`DiT` argument, e.g. ``depth=2, hidden_size=64`` for a
             non-preset model, or ``attn_backend="math"``.
 
@@ -70,7 +74,7 @@ def from_official(
     ckpt = read_checkpoint(state_dict_or_path)
     if is_ditlab_checkpoint(ckpt):
         log.info("%s is a ditlab checkpoint: architecture read from its config", source)
-        return model_from_ditlab_checkpoint(ckpt, use_ema=use_ema, source=source, **model_overrides)
+        return model_from_ditlab_checkpoint(ckpt, use_ema=use_ema, source=source, plugins=plugins, **model_overrides)
     state_dict = extract_state_dict(ckpt, use_ema=use_ema, source=source)
     size, patch_size = parse_name(name)
     kwargs = {**model_preset(size), "patch_size": patch_size, **model_overrides}
@@ -135,20 +139,46 @@ def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
     path = Path(state_dict_or_path).expanduser()
     if not path.is_file():
         raise DitlabError(f"checkpoint file not found: {path}")
+    if not _looks_like_torch_file(path):
+        raise DitlabError(_unreadable(path, "not a torch.save file"))
     try:
         # DiT's train.py stores its argparse Namespace under "args"; allow exactly that class.
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError and friends: one line, with the way out
+    except Exception as e:  # noqa: BLE001 - any failure to read becomes one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Unsupported global" not in str(e):  # damaged bytes, not a refused class
+            raise DitlabError(_unreadable(path, first[:120])) from None
         raise DitlabError(
-            f"torch.load(weights_only=True) refused {path} ({first}); ditlab loads only tensors (plus the "
-            "argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save just the weights: "
+            f"torch.load(weights_only=True) refused {path} ({_refused_global(e)}); ditlab loads only tensors (plus "
+            "the argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save just the weights: "
             f"torch.save(torch.load('{path}', weights_only=False)['ema'], 'weights.pt')"
         ) from None
     if not isinstance(obj, Mapping):
         raise DitlabError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
     return obj
+
+
+# torch.save writes a zip archive; files from torch < 1.6 start with this pickled magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    return head == _LEGACY_MAGIC or zipfile.is_zipfile(path)
+
+
+def _unreadable(path: Path, why: str) -> str:
+    return (f"{path} is not a readable PyTorch checkpoint ({why}): the file is damaged, truncated or of another "
+            "format; use another checkpoint (e.g. an earlier checkpoints/step*.ckpt of the run)")
+
+
+def _refused_global(e: Exception) -> str:
+    for line in str(e).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split("error: ")[-1][:160]
+    return "a class outside the allowlist"
 
 
 def is_ditlab_checkpoint(ckpt: Mapping[str, Any]) -> bool:
@@ -176,11 +206,12 @@ def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = True, source: st
 
 
 def model_from_ditlab_checkpoint(
-    ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint", **model_overrides: Any
+    ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint", plugins: tuple[str, ...] = (),
+    **model_overrides: Any,
 ) -> DiT:
     """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights."""
     meta = ckpt["ditlab"]
-    cfg = OmegaConf.create(meta["config"])
+    cfg = stored_config(ckpt, source, trusted_modules=plugins)
     sd = extract_state_dict(ckpt, use_ema=use_ema, source=source)
     proj = sd["x_embedder.proj.weight"]  # (D, C, p, p)
     p = proj.shape[-1]

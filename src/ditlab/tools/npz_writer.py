@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ditlab.errors import DitlabError
+from ditlab.npz import add_member
 
 
 class StreamingNpzWriter:
@@ -51,10 +52,11 @@ class StreamingNpzWriter:
         self._labels.flush()
         del self._images, self._labels  # unmap before the files are read and removed
         tmp = self.path.with_name(f".{self.path.name}.partial")
-        # zipfile copies file contents in chunks and switches to ZIP64 above 4 GB.
+        # Copied in chunks, ZIP64 above 4 GB, fixed member times: the same samples give the same bytes.
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, part in self.parts.items():
-                zf.write(part, arcname=f"{name}.npy")
+                with open(part, "rb") as f:
+                    add_member(zf, f"{name}.npy", f)
         tmp.replace(self.path)
         self.discard()
         return self.path

@@ -106,7 +106,7 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
 def load_source(cfg: DictConfig) -> SampleSource:
     encoder_cfg = cfg.get("encoder")
     if cfg.ckpt:
-        return load_ditlab(cfg.ckpt, weights=cfg.weights, encoder_cfg=encoder_cfg)
+        return load_ditlab(cfg.ckpt, weights=cfg.weights, encoder_cfg=encoder_cfg, plugins=tuple(cfg.get("plugins") or ()))
     root = Path(cfg.paths.root_dir)
     return load_official(cfg.official, cfg.name, cfg.image_size, cfg.num_classes, encoder_cfg, root)
 

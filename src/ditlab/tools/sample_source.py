@@ -22,6 +22,7 @@ from ditlab.errors import DitlabError
 from ditlab.models.official import from_official, is_ditlab_checkpoint, read_checkpoint
 from ditlab.objectives.base import Objective
 from ditlab.objectives.ddpm import DDPMObjective
+from ditlab.stored_config import stored_config
 
 # The official DiT sample scripts: ancestral DDPM on the "250" respaced chain.
 OFFICIAL_SAMPLER = {"name": "ddpm", "steps": 250, "clip_denoised": False}
@@ -50,7 +51,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None) -> SampleSource:
+def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None,
+                plugins: tuple[str, ...] = ()) -> SampleSource:
+    """``plugins``: modules the checkpoint's config may name (the user's word; see ditlab.stored_config)."""
     if weights not in WEIGHTS:
         raise DitlabError(f"weights must be one of {WEIGHTS}, got '{weights}'")
     ckpt_path = resolve_checkpoint(path)
@@ -59,14 +62,14 @@ def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig 
         raise DitlabError(f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata); for an official DiT "
                           "state dict use official=<path> name=DiT-XL/2 image_size=256 encoder=sd_vae")
     meta = ckpt["ditlab"]
-    cfg = OmegaConf.create(meta["config"])
+    cfg = stored_config(ckpt, str(ckpt_path), trusted_modules=plugins)  # data: no imports, no ${oc.env:...}
     objective = build_objective(cfg.objective)
     # The run's own encoder, rebuilt from its recorded (resolved) description so the scaling factor is
     # the one it trained with, unless the command line picks one (e.g. another decoder of the same VAE).
     encoder = build_encoder(encoder_cfg if encoder_cfg is not None else meta.get("encoder", cfg.encoder))
     data = meta["data"]
     latent_shape = encoder.latent_shape(int(data["channels"]), int(data["resolution"]))
-    model = from_official(ckpt, use_ema=weights == "ema")
+    model = from_official(ckpt, use_ema=weights == "ema", plugins=plugins)
     _check_fits(model, latent_shape, "encoder")
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     return SampleSource(

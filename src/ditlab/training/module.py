@@ -2,11 +2,16 @@
 
 It never looks inside the encoder, the objective or the block design; each arrives built from
 its own config group.
+
+Randomness of a step (timesteps, noise, label dropout) comes from the global torch generators
+reseeded from ``(seed, global rank, step, micro-batch)`` for that step and restored afterwards: each
+DDP rank draws its own, a resumed run draws exactly what the uninterrupted one drew, and no RNG
+state needs to be checkpointed (only rank 0 writes checkpoints, so per-rank states would be lost).
+The data pipeline keeps the global stream to itself (see :mod:`ditlab.resumable_loader`).
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import lightning as L
@@ -15,9 +20,9 @@ import torch
 
 from ditlab.auxloss import AuxLoss, NoAux
 from ditlab.encoders.base import LatentEncoder
-from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
 from ditlab.objectives.base import Objective
+from ditlab.training.divergence import DivergenceGuard
 from ditlab.training.ema import make_ema, update_ema
 
 
@@ -34,6 +39,8 @@ class DiffusionModule(L.LightningModule):
         images_per_step: int = 1,
         meta: dict[str, Any] | None = None,
         aux: AuxLoss | None = None,
+        seed: int = 0,
+        max_loss: float = 1.0e3,
     ):
         super().__init__()
         self.model = model
@@ -46,12 +53,21 @@ class DiffusionModule(L.LightningModule):
         self.ema_decay = ema_decay
         self.images_per_step = images_per_step  # global batch x gradient accumulation
         self.meta = meta or {}
+        self.seed = int(seed)
+        self.guard = DivergenceGuard(max_loss)
+        self._step_rng: Any = None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model(x, t, y)
 
     def on_fit_start(self) -> None:
         self.encoder.to(self.device)
+
+    def on_train_start(self) -> None:
+        # After a resume the optimizer state comes from the checkpoint; the learning rate is the
+        # run's (a resume may lower it, e.g. after a divergence; recorded in the run's resume log).
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.lr
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -60,11 +76,10 @@ class DiffusionModule(L.LightningModule):
             terms = self.objective.loss(self.model, z, {"y": y})
         terms = self.aux.add_to(terms, x)  # adds e.g. "repa" and its weighted sum to "loss"
         loss = terms["loss"].mean()
-        self._last_loss = loss.detach()
-        # Reading a value back (finiteness check, logging) waits for the GPU: done on logging steps only,
-        # when the logger reads it anyway. A non-finite loss also blocks every checkpoint save.
+        # Reading a value back (divergence check, logging) waits for the GPU: the guard folds the loss into a
+        # device flag every step and reads it on logging steps only, when the logger reads values anyway.
+        self.guard.check_loss(loss, self.global_step, self._trainer)  # None when stepped by hand (benchmarks)
         if self._is_logging_step():
-            self._check_finite()
             for name, value in terms.items():
                 self.log(f"train/{name}", value.mean(), prog_bar=name == "loss", sync_dist=True)
             self.log("train/images_seen", float((self.global_step + 1) * self.images_per_step), sync_dist=False)
@@ -77,13 +92,16 @@ class DiffusionModule(L.LightningModule):
         step = self.global_step + 1
         return step % trainer.log_every_n_steps == 0 or step >= (trainer.max_steps or -1) > 0
 
-    def _check_finite(self) -> None:
-        loss = getattr(self, "_last_loss", None)
-        if loss is not None and not torch.isfinite(loss):
-            raise DitlabError(
-                f"the training loss became {loss.item()} by step {self.global_step}; the last good checkpoint "
-                "is kept. Lower optim.lr, set trainer.gradient_clip_val=1.0, or use trainer.precision=32-true"
-            )
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.guard.remember(batch)
+        micro = batch_idx % self.trainer.accumulate_grad_batches
+        self._step_rng = seeded_rng(self.device, self.seed, self.global_rank, self.global_step, micro)
+        self._step_rng.__enter__()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._step_rng is not None:
+            self._step_rng.__exit__(None, None, None)
+            self._step_rng = None
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Called once per optimizer step (at accumulation boundaries), before any callback's
@@ -102,23 +120,15 @@ class DiffusionModule(L.LightningModule):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._check_finite()  # never write diverged weights over the last good checkpoint
+        # Refuses (raises) when the weights about to be saved have diverged: no checkpoint of them exists.
+        self.guard.check_weights(self, self.trainer)
         checkpoint["ditlab"] = self.meta
-        np_state = np.random.get_state()
-        checkpoint["rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
-            "python": _plain(random.getstate()),
-        }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            name, keys, *rest = rng["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-            version, state, gauss = rng["python"]
-            random.setstate((version, tuple(state), gauss))
+    def health_loss(self, batch) -> torch.Tensor:
+        """The training loss of the current weights on ``batch`` (no gradients, fixed draws)."""
+        x, y = batch
+        with torch.no_grad(), seeded_rng(self.device, self.seed, self.global_rank, self.global_step, -1):
+            return self.objective.loss(self.model, self.encoder.encode(x), {"y": y})["loss"].mean()
 
 
 def make_adamw(params: list[torch.Tensor], lr: float, weight_decay: float, betas: tuple[float, float]):
@@ -128,10 +138,30 @@ def make_adamw(params: list[torch.Tensor], lr: float, weight_decay: float, betas
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused)
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists and numpy scalars -> Python scalars, so torch.load(weights_only=True) accepts them."""
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def step_seed(*key: int) -> int:
+    """A 63-bit seed mixed from integers (numpy's SeedSequence: nearby keys give unrelated streams)."""
+    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seeded_rng(device: torch.device, seed: int, rank: int, step: int, micro: int) -> "_SeededGenerators":
+    """Context: the global CPU (and this CUDA device's) generators seeded for one step, restored on exit."""
+    return _SeededGenerators(device, step_seed(seed, rank, step, micro))
+
+
+class _SeededGenerators:
+    # The default generators are seeded directly: torch.manual_seed also visits every backend (~2 ms).
+    def __init__(self, device: torch.device, seed: int):
+        self.generators = [torch.default_generator]
+        if device.type == "cuda":
+            self.generators.append(torch.cuda.default_generators[device.index or 0])
+        self.seed = seed
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self) -> None:
+        self.saved = [g.get_state() for g in self.generators]
+        for g in self.generators:
+            g.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        for g, state in zip(self.generators, self.saved):
+            g.set_state(state)

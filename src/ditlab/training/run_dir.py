@@ -2,20 +2,25 @@
 
 Layout of ``runs/<run_name>/``::
 
-    config.yaml         resolved config (reproduce: see docs/outputs.md)
-    overrides.txt       the command-line overrides
-    checkpoints/        last.ckpt (+ periodic step*.ckpt): model, EMA, optimizer, step, RNG
+    run.lock            while a process group runs it (pid, host, start; see training/run_lock.py)
+    config.yaml         resolved config (reproduce: see docs/outputs.md); never rewritten by a resume
+    overrides.txt       the command-line overrides of the first attempt
+    resumes.jsonl       one line per resume: checkpoint, step, allowed changes, overrides
+    checkpoints/        last.ckpt (+ periodic step*.ckpt): model, EMA after that step, optimizer, loop and loader position
     logs/version_*/     one CSV log per attempt (a resume adds one); merged into metrics.csv
     metrics.csv         per-step metrics of every attempt
     samples.npz         arr_0 uint8 (N, H, W, C), arr_1 int labels
     samples_grid.png    one row per class
     eval/               metrics.jsonl (one row per evaluation: values + sampling recipe), grid_step*.png
-    summary.json        params, Gflops, steps, images seen, times, loss, sampling recipe, seed, commit
+    summary.json        status (finished | interrupted), params, Gflops, steps, images seen, times, loss,
+                        sampling recipe, seed, commit
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -24,14 +29,21 @@ from ditlab.errors import DitlabError
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 OUTPUT_FILES = ("summary.json", "samples.npz", "samples_grid.png", "metrics.csv", "config.yaml", "overrides.txt",
-                "eval")  # eval/: the evaluation history (metrics.jsonl) and grids
+                "resumes.jsonl", "eval")  # eval/: the evaluation history (metrics.jsonl) and grids
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
-    """``None`` | ``"last"`` (this run's last checkpoint) | a path. Missing files are an error."""
+    """``None`` | ``"last"`` (this run's last checkpoint) | ``"auto"`` (last if there is one, else a new
+    run) | a path. Missing files are an error. Inside a requeued SLURM job ``None`` means ``auto``:
+    the scheduler reruns the original command, which must continue its run."""
+    if ckpt_path in (None, "", "null") and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        ckpt_path = "auto"
     if ckpt_path in (None, "", "null"):
         return None
-    path = run_dir / CHECKPOINT_DIR / LAST_CKPT if ckpt_path == "last" else Path(ckpt_path)
+    last = run_dir / CHECKPOINT_DIR / LAST_CKPT
+    if ckpt_path == "auto":
+        return last if last.is_file() else None
+    path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         if ckpt_path == "last":
             raise DitlabError(
@@ -42,12 +54,20 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
     return path
 
 
+def run_status(run_dir: Path) -> str | None:
+    """The ``status`` in ``summary.json`` (finished | interrupted), or None when there is none."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool) -> None:
     """Refuse to start a fresh run on top of an earlier one unless told to resume or overwrite."""
     existing = [name for name in (CHECKPOINT_DIR, *OUTPUT_FILES) if (run_dir / name).exists()]
     if existing and not resuming:
         if not overwrite:
-            state = "a finished run" if (run_dir / "summary.json").exists() else "an unfinished run"
+            state = "a finished run" if run_status(run_dir) == "finished" else "an unfinished run"
             raise DitlabError(
                 f"{run_dir} already holds {state} ({', '.join(existing)}); resume it with ckpt_path=last, "
                 "choose another run_name=..., or pass overwrite=true to replace it"

@@ -1,29 +1,36 @@
-"""``train(cfg)``: build every part from its config group, fit, then sample and summarise.
+"""``train(cfg)``: one run, as a sequence of steps (see :func:`train`).
 
 Separate from the ``@hydra.main`` wrapper in :mod:`ditlab.cli` so tests (and notebooks) can call
-it with a config composed by Hydra's compose API.
+it with a config composed by Hydra's compose API. What a run guarantees (exact resume, the lock,
+preemption, the divergence guard) is described in docs/runs.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.atomic import replace_atomically
+from ditlab import progress
 from ditlab.auxloss import build_aux
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
-from ditlab import progress
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
+from ditlab.npz import save_npz
 from ditlab.provenance import git_commit
 from ditlab.report.curves import write_curves
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
@@ -31,15 +38,39 @@ from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
+from ditlab.training.checkpoint_io import AtomicCheckpointIO, remove_orphaned_temporaries
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.eval_checkpoint import monitored_checkpoint
 from ditlab.training.loggers import build_loggers
 from ditlab.training.step_checkpoint import StepCheckpoint
+from ditlab.training.throughput import TrainingThroughput
 from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
-from ditlab.training.throughput import TrainingThroughput
+from ditlab.training.preemption import Preemption, RunInterrupted
+from ditlab.training.resume import ResumePlan, check_fits, plan_resume, record_resume
+from ditlab.training.run_lock import RunLock
 
 log = logging.getLogger("ditlab")
+
+
+@dataclass
+class Run:
+    """Every part of one run, built from its config groups before anything is written."""
+
+    cfg: DictConfig
+    run_dir: Path
+    resume: ResumePlan | None
+    data: Any
+    encoder: Any
+    objective: Any
+    sampler: Any
+    evaluator: Any
+    best: Any  # checkpoint of the best evaluation (checkpoint.monitor) or None
+    aux: Any
+    module: DiffusionModule
+    stats: dict[str, Any]
+    plan: Any  # compute.* plan (compute-matched sweeps) or None
+    callbacks: list[L.Callback]  # extra callbacks from the caller (benchmarks time steps with one)
 
 
 def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -50,18 +81,42 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         # The EMA copy is deliberately in eval mode; Lightning's warning about it is noise.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        # A resumed run writes into its own non-empty checkpoint folder by design.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         with progress.enabled_if(cfg.get("progress", True)):
             return _train(cfg, callbacks)
 
 
 def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """The steps of a run."""
     t_start = time.time()
-    _validate(cfg)
+    run = build_run(cfg, callbacks)  # 1. validate everything and build every part; nothing is written yet
+    rank_zero = _global_rank() == 0
+    lock = RunLock(run.run_dir, takeover=bool(run.cfg.get("takeover_lock"))) if rank_zero else contextlib.nullcontext()
+    with lock:  # 2. the run directory belongs to this process group until the end
+        if rank_zero:
+            start_run_dir(run)  # 3. config.yaml (new run) or one resume entry
+        trainer, fit_seconds = fit(run)  # 4. raises RunInterrupted after saving, on a signal
+        if not trainer.is_global_zero:
+            return {}
+        rd.merge_csv_logs(run.run_dir)
+        write_curves(run.run_dir, images_per_step=run.module.images_per_step)  # loss + eval metrics vs steps
+        recipe, sample_seconds = final_samples(run)  # 5. samples from the EMA weights
+        summary = build_summary(run, trainer, "finished", t_start, fit_seconds, recipe, sample_seconds)
+        write_summary(run.run_dir, summary)  # 6. the summary, also the wandb run summary
+        publish_summary(trainer.loggers, summary)
+    log.info("run finished: %s", run.run_dir)
+    return summary
+
+
+def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run:
+    """Resolve the run's config (a resume continues with the checkpoint's), check it, build the parts."""
     run_dir = Path(cfg.paths.output_dir).resolve()
     ckpt_path = rd.resolve_ckpt_path(cfg.ckpt_path, run_dir)
-    is_rank_zero = _global_rank() == 0
-    if is_rank_zero:
-        rd.prepare_run_dir(run_dir, resuming=ckpt_path is not None, overwrite=bool(cfg.overwrite))
+    resume = plan_resume(cfg, ckpt_path) if ckpt_path is not None else None
+    if resume is not None:
+        cfg = resume.config
+    _validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     data = build_data(cfg.data)
@@ -83,10 +138,12 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         out_channels=objective.out_channels(latent_channels),
         num_classes=data.num_classes,
     )
-    if cfg.get("init_from") and ckpt_path is None:  # fine-tuning: the model and its EMA start from these weights
+    if resume is not None:
+        check_fits(resume, model)
+    elif cfg.get("init_from"):  # fine-tuning: the model and its EMA start from these weights
         load_initial_weights(model, cfg.init_from)
-    aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
     stats = describe_model(cfg.model, cfg.block, model)
+    aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
     stats.update({f"aux_{k}": round(v, 6) for k, v in aux.cost().items()})  # training-only, not in gflops
     log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
 
@@ -116,13 +173,29 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
         images_per_step=data.batch_size * accumulate,
         meta=meta,
         aux=aux,
+        seed=int(cfg.seed),
+        max_loss=float(cfg.divergence.max_loss),
     )
     if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
         module.model.compile()
+    return Run(cfg, run_dir, resume, data, encoder, objective, sampler, evaluator, best, aux, module, stats, plan,
+               list(callbacks or []))
 
-    if is_rank_zero:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run_dir / "overrides.txt").write_text(" ".join(_overrides()) + "\n")
+
+def start_run_dir(run: Run) -> None:
+    """Refuse or clear an earlier run (under the lock), then record how this attempt started."""
+    rd.prepare_run_dir(run.run_dir, resuming=run.resume is not None, overwrite=bool(run.cfg.overwrite))
+    remove_orphaned_temporaries(run.run_dir / rd.CHECKPOINT_DIR)
+    if run.resume is not None and (run.run_dir / "config.yaml").exists():
+        record_resume(run.run_dir, run.resume, _overrides())  # the run's config.yaml stays its history
+        return
+    (run.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
+    (run.run_dir / "overrides.txt").write_text(" ".join(_overrides()) + "\n")
+
+
+def make_trainer(run: Run, preemption: Preemption) -> L.Trainer:
+    cfg, run_dir = run.cfg, run.run_dir
+    plan = run.plan
     checkpointing = StepCheckpoint(
         plan.checkpoint_steps if plan is not None and plan.checkpoint_steps else None,
         dirpath=run_dir / rd.CHECKPOINT_DIR,
@@ -137,62 +210,89 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
     trainer_kwargs["enable_progress_bar"] = show_bar
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
-    all_callbacks = [checkpointing, *extra] + [c for c in (best, evaluator) if c is not None] + list(callbacks or [])
-    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=all_callbacks, default_root_dir=run_dir)
+    callbacks = [checkpointing, *extra] + [c for c in (run.best, run.evaluator) if c is not None] + run.callbacks
+    callbacks.append(preemption)
+    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir,
+                        plugins=[AtomicCheckpointIO()])
     for logger in trainer.loggers:
-        logger.log_hyperparams({f"model/{k}": v for k, v in stats.items()})
-    t_fit = time.time()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    fit_seconds = time.time() - t_fit
-    # ModelCheckpoint saves on its step interval only; the final state always lands in last.ckpt.
-    # (Called on every rank: saving is collective under sharded strategies.)
-    trainer.save_checkpoint(run_dir / rd.CHECKPOINT_DIR / rd.LAST_CKPT, weights_only=False)  # full: optimizer + loops, to resume
-    if not trainer.is_global_zero:
-        return {}
+        logger.log_hyperparams({f"model/{k}": v for k, v in run.stats.items()})
+    return trainer
 
-    rd.merge_csv_logs(run_dir)
-    write_curves(run_dir, images_per_step=data.batch_size * accumulate)  # loss + eval metrics vs steps
-    if evaluator is not None and evaluator.final_samples is not None:
-        # The final evaluation's images: sampled once, recorded with exactly the recipe that drew them.
-        save_samples(cfg, *evaluator.final_samples, data.num_classes, run_dir)
-        recipe, sample_seconds = evaluator.history[-1]["recipe"], 0.0
-    else:
-        recipe, sample_seconds = write_samples(cfg, module, objective, sampler, encoder, data, run_dir)
-        recipe = recipe.as_dict()
-    summary = {
-        "status": "finished",
+
+def fit(run: Run) -> tuple[L.Trainer, float]:
+    """Fit, then save the final state in full; after a signal: save, summarise as interrupted, exit."""
+    last = run.run_dir / rd.CHECKPOINT_DIR / rd.LAST_CKPT
+    ckpt_path = run.resume.ckpt_path if run.resume else None
+    t_fit = time.time()
+    with Preemption() as preemption:  # signals only recorded from here on; the loop stops at a step boundary
+        trainer = make_trainer(run, preemption)
+        try:
+            trainer.fit(run.module, datamodule=run.data, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:  # raised by Lightning after the step the processes agreed to stop at
+            preemption.stopped_by = preemption.stopped_by or preemption.signum or signal.SIGTERM
+        # ModelCheckpoint saves on its step interval only; the final state always lands in last.ckpt.
+        # (Called on every rank: saving is collective under sharded strategies.)
+        trainer.save_checkpoint(last, weights_only=False)  # full: optimizer + loops, to resume
+    if preemption.stopped_by is None:
+        return trainer, time.time() - t_fit
+    if trainer.is_global_zero:
+        rd.merge_csv_logs(run.run_dir)
+        write_summary(run.run_dir, build_summary(run, trainer, "interrupted", t_fit, time.time() - t_fit))
+        log.warning("interrupted at step %d; continue with ckpt_path=last", trainer.global_step)
+        preemption.requeue()
+    raise RunInterrupted(preemption.stopped_by, str(last))
+
+
+def build_summary(run: Run, trainer: L.Trainer, status: str, t_start: float, fit_seconds: float,
+                  recipe: dict[str, Any] | None = None, sample_seconds: float = 0.0) -> dict[str, Any]:
+    """What a user needs to compare runs (summary.json and the wandb run summary)."""
+    cfg, steps = run.cfg, int(trainer.global_step)
+    images_seen = steps * run.module.images_per_step  # global batch x gradient accumulation
+    return {
+        "status": status,
         "run_name": cfg.run_name,
-        "run_dir": str(run_dir),
-        **stats,
-        "objective": objective.describe(),
-        "aux": aux.describe(),
-        "encoder": encoder.describe(),
-        "data": data.describe(),
-        "steps": int(trainer.global_step),
-        "images_seen": int(trainer.global_step) * data.batch_size * accumulate,
-        "train_compute_gflops": stats["gflops"] * 3 * int(trainer.global_step) * data.batch_size * accumulate,
+        "run_dir": str(run.run_dir),
+        **run.stats,
+        "objective": run.objective.describe(),
+        "aux": run.aux.describe(),
+        "encoder": run.encoder.describe(),
+        "data": run.data.describe(),
+        "steps": steps,
+        "images_seen": images_seen,
+        "train_compute_gflops": run.stats["gflops"] * 3 * images_seen,
         "final_loss": _metric(trainer, "train/loss"),
         "fit_seconds": round(fit_seconds, 2),
         "sample_seconds": round(sample_seconds, 2),
         "wall_seconds": round(time.time() - t_start, 2),
         # Accelerator time of the fit (GPU-hours on GPUs): the x-axis of ditlab-report's cost plot.
         "device_hours": round(fit_seconds * trainer.world_size / 3600, 6),
-        "device_type": module.device.type,
+        "device_type": run.module.device.type,
         **next((c.summary_fields() for c in trainer.callbacks if isinstance(c, TrainingThroughput)), {}),
         "sampling": recipe,
         "seed": int(cfg.seed),
         "git_commit": git_commit(),
-        "compute_plan": plan.as_dict() if plan is not None else None,
-        "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "compute_plan": run.plan.as_dict() if run.plan is not None else None,
+        "resumed_from": str(run.resume.ckpt_path) if run.resume else None,
         "init_from": cfg.get("init_from"),
-        **(evaluator.summary_fields() if evaluator else {"metrics": {}}),
+        **(run.evaluator.summary_fields() if run.evaluator else {"metrics": {}}),
         "torch": torch.__version__,
-        "device": str(module.device),
+        "device": str(run.module.device),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    publish_summary(trainer.loggers, summary)  # wandb: run summary = summary.json (Gflops, metrics, compute)
-    log.info("run finished: %s", run_dir)
-    return summary
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    replace_atomically(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+
+
+def final_samples(run: Run) -> tuple[dict[str, Any], float]:
+    """samples.npz: the final evaluation's images when it kept them (one sampling pass), else fresh ones."""
+    evaluator = run.evaluator
+    if evaluator is not None and evaluator.final_samples is not None:
+        # The final evaluation's images: sampled once, recorded with exactly the recipe that drew them.
+        save_samples(run.cfg, *evaluator.final_samples, run.data.num_classes, run.run_dir)
+        return evaluator.history[-1]["recipe"], 0.0
+    recipe, seconds = write_samples(run.cfg, run.module, run.objective, run.sampler, run.encoder, run.data, run.run_dir)
+    return recipe.as_dict(), seconds
 
 
 def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path) -> tuple[SampleRecipe, float]:
@@ -236,9 +336,9 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
 
 
 def save_samples(cfg: DictConfig, arr: np.ndarray, lab: np.ndarray, num_classes: int, run_dir: Path) -> None:
-    """samples.npz (arr_0 uint8 images, arr_1 labels) and samples_grid.png."""
+    """samples.npz (arr_0 uint8 images, arr_1 labels; same samples, same bytes) and samples_grid.png."""
     fs = cfg.final_samples
-    np.savez(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
+    save_npz(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
     # One row per class, the first grid_columns samples of each; unconditional: a square of them.
     rows = lab if num_classes else np.arange(len(lab)) // fs.grid_columns
     grid = label_grid(arr, rows, int(fs.grid_columns), int(fs.grid_upscale), None if num_classes else fs.grid_columns)
@@ -246,12 +346,28 @@ def save_samples(cfg: DictConfig, arr: np.ndarray, lab: np.ndarray, num_classes:
 
 
 def _validate(cfg: DictConfig) -> None:
-    if cfg.trainer.max_steps is None or int(cfg.trainer.max_steps) <= 0:
-        raise DitlabError(f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}")
-    if int(cfg.data.batch_size) <= 0:
-        raise DitlabError(f"data.batch_size must be positive, got {cfg.data.batch_size}")
-    if int(cfg.final_samples.num_samples) <= 0 or int(cfg.final_samples.batch_size) <= 0:
-        raise DitlabError("final_samples.num_samples and final_samples.batch_size must be positive")
+    """Every value Lightning or torch would otherwise reject with a traceback, in one line each."""
+    checks = [
+        (cfg.trainer.max_steps is not None and int(cfg.trainer.max_steps) > 0,
+         f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}"),
+        (int(cfg.data.batch_size) > 0, f"data.batch_size must be positive, got {cfg.data.batch_size}"),
+        (int(cfg.final_samples.num_samples) > 0 and int(cfg.final_samples.batch_size) > 0,
+         "final_samples.num_samples and final_samples.batch_size must be positive"),
+        (float(cfg.optim.lr) >= 0, f"optim.lr must be >= 0 (0: weights stay fixed), got {cfg.optim.lr}"),
+        (float(cfg.optim.weight_decay) >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}"),
+        (len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
+         f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}"),
+        (0 <= float(cfg.ema.decay) <= 1, f"ema.decay must be in [0, 1] (DiT: 0.9999), got {cfg.ema.decay}"),
+        (cfg.checkpoint.every_n_steps is None or int(cfg.checkpoint.every_n_steps) > 0,
+         f"checkpoint.every_n_steps must be a positive number of steps (or null: last.ckpt only), "
+         f"got {cfg.checkpoint.every_n_steps}"),
+        (int(cfg.checkpoint.keep) >= -1, f"checkpoint.keep must be -1 (all) or >= 0, got {cfg.checkpoint.keep}"),
+        (float(cfg.divergence.max_loss) > 0, f"divergence.max_loss must be positive, got {cfg.divergence.max_loss}"),
+        (int(cfg.trainer.get("accumulate_grad_batches", 1)) > 0, "trainer.accumulate_grad_batches must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DitlabError(message)
 
 
 def _global_rank() -> int:

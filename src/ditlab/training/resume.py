@@ -1,0 +1,132 @@
+"""Resuming a run: the checkpoint's stored config is the run's config.
+
+Before anything is written, :func:`plan_resume` reads the checkpoint (``weights_only``, refusing a
+damaged file in one line), takes its stored config, and compares it with the config composed from
+the command line. Differences in what defines the run (model, block, objective, data, encoder,
+seed, optimizer betas, EMA, precision, ...) are refused; the options in :data:`RESUMABLE` may
+change and are applied. The run's ``config.yaml`` stays as it was; each resume appends one line
+to ``resumes.jsonl`` (time, checkpoint, step, changed keys with old and new values, overrides).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ditlab.errors import DitlabError
+from ditlab.stored_config import modules_named, stored_config
+
+RESUME_LOG = "resumes.jsonl"
+# Options a resume may change: how long and on what hardware to train, logging, checkpointing,
+# evaluation and sampling, and the learning rate / clipping (the remedy after a divergence).
+RESUMABLE = (
+    "trainer.max_steps", "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.accelerator",
+    "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.gradient_clip_val", "optim.lr",
+    "logger", "callbacks", "eval", "checkpoint", "final_samples", "sampler", "guidance", "divergence",
+    "paths", "run_name", "ckpt_path", "init_from", "overwrite", "takeover_lock",
+)
+
+
+BOOKKEEPING = ("ckpt_path", "overwrite", "takeover_lock")  # how this attempt starts, not what the run is
+
+
+@dataclass
+class ResumePlan:
+    ckpt_path: Path
+    config: DictConfig  # the stored config with the allowed changes applied
+    step: int
+    changes: dict[str, list[Any]] = field(default_factory=dict)  # key -> [stored, new]
+    weights: dict[str, torch.Tensor] | None = None  # the trained weights, until check_fits has seen them
+
+
+def plan_resume(cfg: DictConfig, ckpt_path: Path) -> ResumePlan:
+    from ditlab.models.official import read_checkpoint
+
+    ckpt = read_checkpoint(ckpt_path)
+    source = f"ckpt_path={ckpt_path}"
+    if "loops" not in ckpt or "optimizer_states" not in ckpt:
+        raise DitlabError(f"{source} holds weights only (no optimizer or loop state), so it cannot be resumed; "
+                          f"start a new run from its weights with init_from={ckpt_path}")
+    stored = stored_config(ckpt, source, trusted_modules=modules_named(cfg))
+    new = OmegaConf.to_container(cfg, resolve=True)
+    old = OmegaConf.to_container(stored)
+    changes, refused, applied = {}, [], {}
+    for key, (before, after) in _differences(old, new).items():
+        if key.startswith(RESUMABLE_PREFIXES) or key in RESUMABLE:
+            applied[key] = after
+            if key not in BOOKKEEPING:
+                changes[key] = [before, after]
+        else:
+            refused.append(f"{key} ({before!r} -> {after!r})")
+    if refused:
+        raise DitlabError(
+            f"{source} continues its run with the run's own config, but the command line changes "
+            f"{', '.join(refused[:4])}{' ...' if len(refused) > 4 else ''}; drop those overrides, or start a new run "
+            f"from these weights (another run_name=..., init_from={ckpt_path}); a resume may change only "
+            "trainer.max_steps, optim.lr, trainer.gradient_clip_val, devices, logging, checkpointing, eval and sampling"
+        )
+    merged = OmegaConf.merge(stored, _only_new(new, old))  # keys this ditlab has and the run's config lacks
+    for key, after in applied.items():
+        OmegaConf.update(merged, key, after, merge=False, force_add=True)
+    from ditlab.models.official import extract_state_dict
+
+    weights = extract_state_dict(ckpt, use_ema=False, source=source)
+    return ResumePlan(ckpt_path, merged, int(ckpt.get("global_step", 0)), changes, weights)
+
+
+RESUMABLE_PREFIXES = tuple(f"{k}." for k in RESUMABLE)
+
+
+def check_fits(plan: ResumePlan, model: torch.nn.Module) -> None:
+    """The checkpoint's weights have the shapes of the model built from the run's config."""
+    from ditlab.models.official import check_weights
+
+    weights, plan.weights = plan.weights, None  # Lightning reads the file again to restore everything
+    if weights is not None:
+        check_weights(model, weights, f"ckpt_path={plan.ckpt_path}")
+
+
+def record_resume(run_dir: Path, plan: ResumePlan, overrides: list[str]) -> None:
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": str(plan.ckpt_path),
+        "step": plan.step,
+        "changes": plan.changes,
+        "overrides": overrides,
+    }
+    with open(run_dir / RESUME_LOG, "a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys present in both configs whose values differ."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: dict[str, tuple[Any, Any]] = {}
+        for k in sorted(old.keys() & new.keys(), key=str):
+            out.update(_differences(old[k], new[k], f"{prefix}{k}."))
+        return out
+    return {} if _same(old, new) else {prefix[:-1]: (old, new)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _only_new(new: Any, old: Any) -> dict[str, Any]:
+    out = {}
+    for k, v in new.items():
+        if k not in old:
+            out[k] = v
+        elif isinstance(v, Mapping) and isinstance(old[k], Mapping):
+            sub = _only_new(v, old[k])
+            if sub:
+                out[k] = sub
+    return out
