@@ -27,7 +27,7 @@ from ditlab.errors import DitlabError
 class DivergenceGuard:
     def __init__(self, max_loss: float = 1.0e3):
         self.max_loss = float(max_loss)
-        self._worst: torch.Tensor | None = None  # the largest loss seen (inf for a non-finite one)
+        self._worst: torch.Tensor | None = None  # the largest loss seen (NaN once one was NaN)
         self._worst_step: torch.Tensor | None = None
         self._batch: Any = None
         self.last_good_step: int | None = None  # step of the newest checkpoint this guard let through
@@ -36,10 +36,11 @@ class DivergenceGuard:
         self._batch = batch
 
     def check_loss(self, loss: torch.Tensor, step: int, trainer: Any) -> None:
-        value = torch.where(torch.isfinite(loss), loss.detach(), torch.full_like(loss, math.inf)).float()
+        value = loss.detach().float()
         if self._worst is None or self._worst.device != value.device:
             self._worst, self._worst_step = value.new_tensor(-math.inf), value.new_tensor(-1.0)
-        worse = value > self._worst
+        # The largest loss so far; the first NaN sticks (NaN compares false, so it is tracked explicitly).
+        worse = (value > self._worst) | (torch.isnan(value) & ~torch.isnan(self._worst))
         self._worst = torch.where(worse, value, self._worst)
         self._worst_step = torch.where(worse, value.new_tensor(float(step)), self._worst_step)
         if trainer is None:  # stepped by hand (benchmarks): no read-back
