@@ -74,5 +74,6 @@ class DDPMObjective(Objective):
             "schedule": self.schedule,
             "prediction": self.prediction,
             "var_type": self.var_type,
-            **self.noise_levels.describe(),
+            # Only when changed: default runs describe themselves exactly as before these options existed.
+            **({} if self.noise_levels.is_default else self.noise_levels.describe()),
         }
