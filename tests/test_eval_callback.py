@@ -32,7 +32,7 @@ def losses(run_dir):
 
 
 def test_eval_every_n_steps_logs_values_recipe_and_grid_and_the_summary_gets_the_final_values(train_cfg, tmp_path):
-    summary = train(train_cfg(*EVAL, "eval.every_n_steps=2", "checkpoint.every_n_steps=1",
+    summary = train(train_cfg(*EVAL, "sampler=ddpm", "eval.every_n_steps=2", "checkpoint.every_n_steps=1",
                               "checkpoint.monitor=eval/fd_digits", "checkpoint.monitor_keep=1"))
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]

@@ -97,7 +97,7 @@ BLOCK = Part(
 def check_objective(s, run):
     assert s["objective"] == {"name": "ext_ddpm_x0", "family": "ddpm", "num_timesteps": 100, "schedule": "cosine",
                               "prediction": "x0", "var_type": "fixed_small", "loss_scale": 0.5}
-    assert s["sampling"]["sampler"] == "ddpm"
+    assert s["sampling"]["sampler"] == "dpm_solver"  # the default sampler drives the user objective too
 
 
 OBJECTIVE = Part(

@@ -95,7 +95,8 @@ def test_flow_objective_picks_a_flow_sampler_by_default():
     assert cfg.sampler.name == "euler"
     build_sampler(cfg.sampler).check(build_objective(cfg.objective))
     assert compose_train("objective=flow", "sampler=heun").sampler.name == "heun"
-    assert compose_train().sampler.name == "ddpm"
+    default = compose_train().sampler  # the ddpm objective's default: DPM-Solver++ on Karras sigmas
+    assert default.name == "dpm_solver" and default.options.use_karras_sigmas
 
 
 @pytest.mark.parametrize("overrides", [

@@ -46,14 +46,13 @@ def test_training_samples_and_ditlab_sample_show_bars_and_progress_false_hides_t
 
 
 def test_real_statistics_show_a_bar_with_the_image_count(capsys):
-    class Toy(torch.nn.Module):  # uint8 images -> 3 features
+    class Toy(torch.nn.Module):  # uint8 images -> one 3-wide output
         def forward(self, x):
-            return x.flatten(1).float()[:, :3]
+            return {"pool": x.flatten(1).float()[:, :3]}
 
-    toy = Extractor(name="toy", features=Toy(),
-                    num_features=3, rgb=False, logits=lambda: None)
+    toy = Extractor(name="toy", net=Toy(), outputs={"pool": 3}, rgb=False)
     batches = (torch.rand(4, 1, 8, 8) * 2 - 1 for _ in range(3))
-    stats = compute_real_stats(batches, toy, "cpu", keep_features=False, num_images=12)
+    stats = compute_real_stats(batches, toy, "cpu", needs={"pool": False}, num_images=12)["pool"]
     assert stats.count == 12 and _bar(capsys.readouterr().err, "real stats (toy)", 12)
 
 
