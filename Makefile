@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full bench gpu-check clean
+.PHONY: help install train test test-full lint format bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,11 +22,19 @@ install: $(VENV)/.installed  ## create .venv and install ditlab with its test ex
 train: install  ## run the default experiment (bundled digits, CPU); extra overrides via ARGS="..."
 	$(BIN)/ditlab-train $(ARGS)
 
-test: install  ## run the test suite (slow tests excluded)
+test: install lint  ## lint, then run the test suite (slow tests excluded)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-full: install  ## run every test, slow ones included
 	$(BIN)/python -m pytest $(ARGS)
+
+lint: install  ## ruff: lint and format check (settings in pyproject.toml)
+	$(BIN)/ruff check src tests experiments
+	$(BIN)/ruff format --check src tests experiments
+
+format: install  ## ruff: fix what can be fixed and reformat
+	$(BIN)/ruff check --fix src tests experiments
+	$(BIN)/ruff format src tests experiments
 
 bench: install  ## step overhead vs a plain PyTorch loop -> experiments/bench/step_overhead.json (ARGS="--overwrite")
 	$(BIN)/python -m ditlab.tools.bench --only step_overhead $(ARGS)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ditlab.config import compose
 
 # A few-second version of the default experiment: same code path, smaller numbers.
@@ -60,6 +61,4 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
     """Run a console script of this venv as a user would."""
     exe = Path(sys.executable).parent / args[0]
     full_env = {**os.environ, "DITLAB_ROOT": str(cwd), "DITLAB_CACHE": str(cwd / "cache"), **(env or {})}
-    return subprocess.run(
-        [str(exe), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([str(exe), *args[1:]], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -61,10 +61,19 @@ def compose_extract(*overrides: str):
     """The real ``extract`` config (Hydra compose API) with CPU-test defaults in front of ``overrides``."""
     from ditlab.config import compose
 
-    return compose("extract", ["data.resolution=16", "data.num_workers=0", "device=cpu", "shard_size=5", "batch_size=4",
-                               *overrides])
+    return compose(
+        "extract",
+        ["data.resolution=16", "data.num_workers=0", "device=cpu", "shard_size=5", "batch_size=4", *overrides],
+    )
 
 
 # A cache-trained run at test size: tiny DiT on 4x8x8 latents (16px images through the tiny VAE).
-LATENT_TRAIN = ["data=latents", "encoder=sd_vae", "data.resolution=null", "data.batch_size=4",
-                "data.num_workers=0", "final_samples.num_samples=6", "final_samples.batch_size=6"]
+LATENT_TRAIN = [
+    "data=latents",
+    "encoder=sd_vae",
+    "data.resolution=null",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "final_samples.num_samples=6",
+    "final_samples.batch_size=6",
+]

@@ -1,10 +1,9 @@
 """Model accounting: the block hook the closed-form Gflops count uses, and the one run description."""
 
 import pytest
-import torch
 import torch.nn as nn
-
 from conftest import compose_train
+
 from ditlab.models.accounting import block_macs, closed_form_gflops, describe_model, measured_gflops
 from ditlab.models.blocks import BLOCKS, AdaLNZeroBlock, DiTBlock
 from ditlab.models.dit import DiT

@@ -9,18 +9,40 @@ from ditlab.tools.bench import main
 
 def test_latent_cache_benchmark_measures_both_loops_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["--only", "latent_cache", "--out", str(out), "--resolution", "32", "--batch-size", "2", "--images", "2",
-            "--steps", "1", "--models", "tiny"]
+    args = [
+        "--only",
+        "latent_cache",
+        "--out",
+        str(out),
+        "--resolution",
+        "32",
+        "--batch-size",
+        "2",
+        "--images",
+        "2",
+        "--steps",
+        "1",
+        "--models",
+        "tiny",
+    ]
     main(args)
     result = json.loads(out.read_text())
     tiny = result["models"]["DiT-tiny/2"]
     assert tiny["raw"]["data"] == "imagefolder" and tiny["cached"]["data"] == "latents"
     assert tiny["raw"]["model"] == tiny["cached"]["model"] == "DiT-tiny/2"
     assert tiny["raw"]["timed_steps"] == tiny["cached"]["timed_steps"] == 1
-    assert result["ratio_cached_over_raw"]["DiT-tiny/2"] == tiny["ratio_cached_over_raw"] == pytest.approx(
-        tiny["cached"]["images_per_second"] / tiny["raw"]["images_per_second"], abs=0.01)
+    assert (
+        result["ratio_cached_over_raw"]["DiT-tiny/2"]
+        == tiny["ratio_cached_over_raw"]
+        == pytest.approx(tiny["cached"]["images_per_second"] / tiny["raw"]["images_per_second"], abs=0.01)
+    )
     assert result["vae_encoder_gmacs_per_image"] > 0 and set(result["projected_ratio_compute_bound"]) == {
-        "DiT-tiny/2", "DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2"}
+        "DiT-tiny/2",
+        "DiT-S/2",
+        "DiT-B/2",
+        "DiT-L/2",
+        "DiT-XL/2",
+    }
     assert result["command"].startswith("python -m ditlab.tools.bench --only latent_cache")
     with pytest.raises(SystemExit) as exit_info:  # an existing result is kept
         main(args)
@@ -29,8 +51,26 @@ def test_latent_cache_benchmark_measures_both_loops_and_never_overwrites(tmp_pat
 
 def test_step_overhead_benchmark_pairs_ditlab_steps_with_plain_steps(tmp_path):
     out = tmp_path / "step.json"
-    main(["--only", "step_overhead", "--out", str(out), "--sizes", "probe", "--variants", "default",
-          "--repeats", "1", "--step-warmup", "1", "--step-count", "3", "--threads", "1"])
+    main(
+        [
+            "--only",
+            "step_overhead",
+            "--out",
+            str(out),
+            "--sizes",
+            "probe",
+            "--variants",
+            "default",
+            "--repeats",
+            "1",
+            "--step-warmup",
+            "1",
+            "--step-count",
+            "3",
+            "--threads",
+            "1",
+        ]
+    )
     result = json.loads(out.read_text())
     probe = result["results"]["probe"]["default"]
     (fit,) = probe["repeats"]

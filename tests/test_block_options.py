@@ -3,8 +3,8 @@
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import randomize_weights
+
 from ditlab.cli import compose
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import Conditioning
@@ -31,7 +31,11 @@ def small_dit(block: str, **kw) -> DiT:
 
 def inputs(n: int = 3):
     g = torch.Generator().manual_seed(0)
-    return torch.randn(n, 4, 8, 8, generator=g), torch.randint(0, 1000, (n,), generator=g), torch.randint(0, 10, (n,), generator=g)
+    return (
+        torch.randn(n, 4, 8, 8, generator=g),
+        torch.randint(0, 1000, (n,), generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+    )
 
 
 @pytest.mark.parametrize("options", list(OPTION_SETS))
@@ -78,8 +82,18 @@ def test_swiglu_hidden_size_is_lightningdit_rule_and_keeps_weights_equal(D, H):
     assert swiglu_hidden_size(4 * D) == H == int(2 / 3 * int(D * 4.0))
     with torch.device("meta"):
         gelu = DiT(input_size=8, patch_size=2, hidden_size=D, depth=1, num_heads=D // 64 or 2).blocks[0].mlp
-        swiglu = DiT(input_size=8, patch_size=2, hidden_size=D, depth=1, num_heads=D // 64 or 2,
-                     block_kwargs={"mlp": "swiglu"}).blocks[0].mlp
+        swiglu = (
+            DiT(
+                input_size=8,
+                patch_size=2,
+                hidden_size=D,
+                depth=1,
+                num_heads=D // 64 or 2,
+                block_kwargs={"mlp": "swiglu"},
+            )
+            .blocks[0]
+            .mlp
+        )
     weights = lambda m: sum(p.numel() for n, p in m.named_parameters() if n.endswith("weight"))  # noqa: E731
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert params(gelu) == 8 * D * D + 5 * D and params(swiglu) == 3 * D * H + 2 * H + D
@@ -161,7 +175,9 @@ def test_rope_leaves_in_context_tokens_unrotated():
 @pytest.mark.parametrize("block", BLOCK_NAMES)
 def test_measured_gflops_equal_the_closed_form_per_variant(block, options):
     with torch.device("meta"):
-        model = DiT(input_size=32, patch_size=2, hidden_size=1024, depth=2, num_heads=16, block=block, **OPTION_SETS[options])
+        model = DiT(
+            input_size=32, patch_size=2, hidden_size=1024, depth=2, num_heads=16, block=block, **OPTION_SETS[options]
+        )
     assert measured_gflops(model) == pytest.approx(closed_form_gflops(model), rel=1e-12)
 
 
@@ -169,7 +185,9 @@ def test_swiglu_changes_macs_only_where_3_does_not_divide_d():
     def gflops(size, **kw):
         depth, hidden, heads = {"XL": (28, 1152, 16), "L": (24, 1024, 16)}[size]
         with torch.device("meta"):
-            return measured_gflops(DiT(input_size=32, patch_size=2, hidden_size=hidden, depth=depth, num_heads=heads, **kw))
+            return measured_gflops(
+                DiT(input_size=32, patch_size=2, hidden_size=hidden, depth=depth, num_heads=heads, **kw)
+            )
 
     assert gflops("XL", block_kwargs={"mlp": "swiglu"}) == pytest.approx(118.621421568, abs=1e-9)  # = DiT-XL/2
     # DiT-L/2: H = 2730 instead of 8192/3, i.e. 3·256·1024·(2730·3 − 8192)·24 fewer MACs (RoPE/norms: 0 MACs).
@@ -180,8 +198,18 @@ def test_swiglu_changes_macs_only_where_3_does_not_divide_d():
 def test_ditlab_flops_counts_each_variant(capsys):
     from ditlab.tools.flops_cli import run
 
-    cfg = compose("flops", ["model=L", "model.patch_size=2", "block.mlp=swiglu", "block.position=rope2d",
-                            "block.norm=rmsnorm", "block.qk_norm=true", "output=json"])
+    cfg = compose(
+        "flops",
+        [
+            "model=L",
+            "model.patch_size=2",
+            "block.mlp=swiglu",
+            "block.position=rope2d",
+            "block.norm=rmsnorm",
+            "block.qk_norm=true",
+            "output=json",
+        ],
+    )
     (record,) = run(cfg)
     base = run(compose("flops", ["model=L", "model.patch_size=2", "output=json"]))[0]
     assert base["gflops"] == pytest.approx(80.697622528, abs=1e-6)  # DiT-L/2 (paper: 80.71)
@@ -192,11 +220,14 @@ def test_ditlab_flops_counts_each_variant(capsys):
 # --------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("override,message", [
-    ("block.norm=batchnorm", "unknown norm 'batchnorm'; set block.norm to one of layernorm, rmsnorm"),
-    ("block.mlp=relu", "unknown mlp 'relu'; set block.mlp to one of gelu, swiglu"),
-    ("block.position=learned", "unknown position 'learned'; set block.position to one of sincos, rope2d"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("block.norm=batchnorm", "unknown norm 'batchnorm'; set block.norm to one of layernorm, rmsnorm"),
+        ("block.mlp=relu", "unknown mlp 'relu'; set block.mlp to one of gelu, swiglu"),
+        ("block.position=learned", "unknown position 'learned'; set block.position to one of sincos, rope2d"),
+    ],
+)
 def test_bad_block_options_are_one_line(override, message):
     from ditlab.build import build_model
 

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import FAST, compose_train, randomize_weights, run_cli
+
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import BLOCKS, Conditioning, DiTBlock
 from ditlab.models.dit import DiT
@@ -191,8 +191,9 @@ def test_a_block_registered_in_a_test_trains_without_editing_ditlab(tmp_path, re
     conf = tmp_path / "my_conf" / "block"
     conf.mkdir(parents=True)
     (conf / "scaled_residual.yaml").write_text("name: test_scaled_residual\ngate_init: 0.5\n")
-    cfg = compose_train(f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "block=scaled_residual",
-                        output_dir=tmp_path / "run")
+    cfg = compose_train(
+        f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "block=scaled_residual", output_dir=tmp_path / "run"
+    )
     summary = train(cfg)
     assert summary["block"] == "test_scaled_residual" and summary["steps"] == 4
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -203,7 +204,8 @@ def test_a_block_registered_in_a_test_trains_without_editing_ditlab(tmp_path, re
 def test_a_plugin_block_module_trains_from_the_cli(tmp_path):
     # What a user does: one Python file + one YAML file in their own folders, nothing edited in ditlab.
     (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "my_blocks.py").write_text(textwrap.dedent("""
+    (tmp_path / "plugins" / "my_blocks.py").write_text(
+        textwrap.dedent("""
         import torch.nn as nn
         from ditlab.models.blocks import BLOCKS, AdaLNZeroBlock
 
@@ -215,17 +217,31 @@ def test_a_plugin_block_module_trains_from_the_cli(tmp_path):
 
             def forward(self, x, cond):
                 return self.drop(super().forward(x, cond))
-    """))
+    """)
+    )
     (tmp_path / "conf" / "block").mkdir(parents=True)
     (tmp_path / "conf" / "block" / "my_block.yaml").write_text("name: adaln_zero_dropout\nmodule: my_blocks\np: 0.2\n")
-    res = run_cli("ditlab-train", *FAST, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "block=my_block",
-                  "run_name=plugin", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "plugins")})
+    res = run_cli(
+        "ditlab-train",
+        *FAST,
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "block=my_block",
+        "run_name=plugin",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "plugins")},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "runs" / "plugin" / "summary.json").read_text())
     assert summary["block"] == "adaln_zero_dropout" and summary["steps"] == 4
     # ditlab-flops counts it too, over the paper grid (dropout costs no MACs: adaLN-Zero's counts).
-    res = run_cli("ditlab-flops", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "block=my_block", "output=json",
-                  cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "plugins")})
+    res = run_cli(
+        "ditlab-flops",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "block=my_block",
+        "output=json",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "plugins")},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     records = json.loads(res.stdout)
     assert len(records) == 12 and {r["block"] for r in records} == {"adaln_zero_dropout"}
@@ -236,7 +252,9 @@ def test_a_plugin_block_module_trains_from_the_cli(tmp_path):
 
 
 def test_unknown_block_lists_the_registered_ones():
-    with pytest.raises(DitlabError, match="unknown block 'nope'; registered: adaln, adaln_zero, cross_attn, in_context"):
+    with pytest.raises(
+        DitlabError, match="unknown block 'nope'; registered: adaln, adaln_zero, cross_attn, in_context"
+    ):
         small_dit("nope")
 
 
@@ -245,11 +263,14 @@ def test_unimportable_block_module_names_the_option():
         DiT(input_size=8, patch_size=2, hidden_size=32, depth=1, num_heads=4, block="x", block_module="no_such_mod")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(hidden_size=30, num_heads=4), "model.hidden_size=30 is not divisible by model.num_heads=4"),
-    (dict(patch_size=3), "patch size 3 does not divide the model input size 8; set model.patch_size"),
-    (dict(patch_size=16), "patch size 16 does not divide"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(hidden_size=30, num_heads=4), "model.hidden_size=30 is not divisible by model.num_heads=4"),
+        (dict(patch_size=3), "patch size 3 does not divide the model input size 8; set model.patch_size"),
+        (dict(patch_size=16), "patch size 16 does not divide"),
+    ],
+)
 def test_bad_model_shapes_fail_with_one_line(kwargs, message):
     with pytest.raises(DitlabError, match=message):
         small_dit("adaln_zero", **kwargs)

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import yaml
-from hydra import compose as hydra_compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import ditlab.cli

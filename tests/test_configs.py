@@ -4,15 +4,27 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from conftest import compose_train
 from hydra.errors import MissingConfigException
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import OmegaConf
 
-from conftest import compose_train
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab.config import CONFIG_DIR
 
-GROUPS = ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "callbacks", "eval", "paths"]
+GROUPS = [
+    "model",
+    "block",
+    "objective",
+    "sampler",
+    "data",
+    "encoder",
+    "trainer",
+    "logger",
+    "callbacks",
+    "eval",
+    "paths",
+]
 
 
 def options(group: str) -> list[str]:
@@ -25,8 +37,15 @@ ALL = [(g, o) for g in GROUPS for o in options(g)]
 def test_every_group_has_options_and_the_defaults_are_the_quickstart():
     assert all(options(g) for g in GROUPS)
     cfg = compose_train(fast=False)
-    assert (cfg.model.name, cfg.model.patch_size, cfg.block.name, cfg.objective.name, cfg.data.name,
-            cfg.encoder.name, list(cfg.logger)) == ("tiny", 2, "adaln_zero", "ddpm", "digits", "identity", ["csv"])
+    assert (
+        cfg.model.name,
+        cfg.model.patch_size,
+        cfg.block.name,
+        cfg.objective.name,
+        cfg.data.name,
+        cfg.encoder.name,
+        list(cfg.logger),
+    ) == ("tiny", 2, "adaln_zero", "ddpm", "digits", "identity", ["csv"])
     # The fastest sampler that kept quality in experiments/samplers; DDPM-250 by override.
     assert (cfg.sampler.name, cfg.sampler.steps, cfg.sampler.options.use_karras_sigmas) == ("dpm_solver", 10, True)
     assert compose_train("sampler=ddpm", fast=False).sampler.steps == 250

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from latent_artifacts import compose_extract, make_image_folder, make_tiny_vae
+
 from ditlab.cache.extract import extract
 from ditlab.data.imagefolder import ImageFolderDataModule
 from ditlab.data.latents import LatentsDataModule
@@ -26,8 +26,9 @@ def sources(tmp_path_factory):
 
 def modules(sources, seed, batch_size=4, num_workers=0):
     return [
-        ImageFolderDataModule(root=str(sources["root"]), resolution=16, batch_size=batch_size, num_workers=num_workers,
-                              seed=seed),
+        ImageFolderDataModule(
+            root=str(sources["root"]), resolution=16, batch_size=batch_size, num_workers=num_workers, seed=seed
+        ),
         LatentsDataModule(cache_dir=str(sources["cache"]), batch_size=batch_size, num_workers=num_workers, seed=seed),
     ]
 

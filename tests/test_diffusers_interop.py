@@ -3,8 +3,8 @@ diffusers' timestep frequencies patched to DiT's)."""
 
 import pytest
 import torch
-
 from conftest import randomize_weights
+
 from ditlab.errors import DitlabError
 from ditlab.models.diffusers_interop import from_diffusers, to_diffusers, use_official_timestep_frequencies
 from ditlab.models.dit import DiT
@@ -63,8 +63,7 @@ def test_save_pretrained_round_trip_needs_the_frequency_fix_again(tmp_path):
     use_official_timestep_frequencies(reloaded)
     x, t, y = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(x, timestep=t, class_labels=y).sample, model(x, t, y),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(reloaded(x, timestep=t, class_labels=y).sample, model(x, t, y), rtol=1e-5, atol=1e-5)
 
 
 def test_model_without_label_dropout_gets_an_unused_null_row():
@@ -74,21 +73,33 @@ def test_model_without_label_dropout_gets_an_unused_null_row():
     x, t, _ = inputs()
     y = torch.tensor([0, 5, 9])
     with torch.no_grad():
-        torch.testing.assert_close(transformer(x, timestep=t, class_labels=y).sample, model(x, t, y),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            transformer(x, timestep=t, class_labels=y).sample, model(x, t, y), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_exported_model_runs_in_dit_pipeline():
     from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
 
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=32,
-                        sample_size=16)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=16,
+    )
     # DiTPipeline's CFG hard-codes the null label 1000 (ImageNet): export a 1000-class model.
     transformer = to_diffusers(trained_looking_dit(num_classes=1000))
     pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
-    images = pipe(class_labels=[1, 2], num_inference_steps=2, guidance_scale=1.5, output_type="np",
-                  generator=torch.Generator().manual_seed(0)).images
+    images = pipe(
+        class_labels=[1, 2],
+        num_inference_steps=2,
+        guidance_scale=1.5,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert images.shape == (2, 16, 16, 3)
 
 

@@ -7,8 +7,8 @@ import csv
 
 import pytest
 import torch
-
 from conftest import compose_train, randomize_weights
+
 from ditlab.build import build_model
 from ditlab.models.dit import DiT
 from ditlab.models.layers import Attention, CrossAttention

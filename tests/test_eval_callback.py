@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import FAST, run_cli
 from ditlab.build import build_data, build_model, build_objective, build_sampler
 from ditlab.encoders.base import IdentityEncoder
 from ditlab.training.eval_callback import EvalCallback, chunk_seed, interleaved_class_labels
@@ -22,8 +22,14 @@ from ditlab.training.train import train
 
 # The digits classifier is trained once per cache folder (about a minute); share the project's cache.
 SHARED_CACHE = os.environ.get("DITLAB_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "ditlab"))
-EVAL = ["eval.metrics=[fd_digits,kd_digits,digits_accuracy]", "eval.num_samples=50", "eval.batch_size=20",
-        "eval.kid_subset_size=20", "eval.kid_subsets=5", f"paths.cache_dir={SHARED_CACHE}"]
+EVAL = [
+    "eval.metrics=[fd_digits,kd_digits,digits_accuracy]",
+    "eval.num_samples=50",
+    "eval.batch_size=20",
+    "eval.kid_subset_size=20",
+    "eval.kid_subsets=5",
+    f"paths.cache_dir={SHARED_CACHE}",
+]
 
 
 def losses(run_dir):
@@ -32,8 +38,16 @@ def losses(run_dir):
 
 
 def test_eval_every_n_steps_logs_values_recipe_and_grid_and_the_summary_gets_the_final_values(train_cfg, tmp_path):
-    summary = train(train_cfg(*EVAL, "sampler=ddpm", "eval.every_n_steps=2", "checkpoint.every_n_steps=1",
-                              "checkpoint.monitor=eval/fd_digits", "checkpoint.monitor_keep=1"))
+    summary = train(
+        train_cfg(
+            *EVAL,
+            "sampler=ddpm",
+            "eval.every_n_steps=2",
+            "checkpoint.every_n_steps=1",
+            "checkpoint.monitor=eval/fd_digits",
+            "checkpoint.monitor_keep=1",
+        )
+    )
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["final"]) for r in rows] == [(2, False), (4, True)]
@@ -46,7 +60,9 @@ def test_eval_every_n_steps_logs_values_recipe_and_grid_and_the_summary_gets_the
         assert recipe["encoder"] == {"name": "identity"} and recipe["precision"] == "fp32"
         assert recipe["reference"]["digits"]["count"] == 1797
         assert Image.open(run / "eval" / f"grid_step{row['step']:07d}.png").size[1] > 0
-    assert summary["metrics"] == {k: rows[-1][k] for k in ("fd_digits", "kd_digits", "kd_digits_std", "digits_accuracy")}
+    assert summary["metrics"] == {
+        k: rows[-1][k] for k in ("fd_digits", "kd_digits", "kd_digits_std", "digits_accuracy")
+    }
     assert summary["metrics_recipe"] == rows[-1]["recipe"] and summary["metrics_step"] == 4
     assert summary["metrics_lower_is_better"] == {"fd_digits": True, "kd_digits": True, "digits_accuracy": False}
     with open(run / "metrics.csv") as f:  # the logger got the values too
@@ -92,8 +108,18 @@ def test_bad_eval_settings_fail_with_one_line(train_cfg):
 
 
 def test_two_process_ddp_evaluation_matches_one_process_on_the_same_weights(tmp_path):
-    res = run_cli("ditlab-train", *FAST, *EVAL, "trainer=ddp_cpu", "run_name=ddp", "data.batch_size=32",
-                  "eval.every_n_steps=2", cwd=tmp_path, env={"DITLAB_CACHE": SHARED_CACHE}, timeout=300)
+    res = run_cli(
+        "ditlab-train",
+        *FAST,
+        *EVAL,
+        "trainer=ddp_cpu",
+        "run_name=ddp",
+        "data.batch_size=32",
+        "eval.every_n_steps=2",
+        cwd=tmp_path,
+        env={"DITLAB_CACHE": SHARED_CACHE},
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
     rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
@@ -107,14 +133,27 @@ def test_two_process_ddp_evaluation_matches_one_process_on_the_same_weights(tmp_
     cfg = OmegaConf.load(run / "config.yaml")
     data = build_data(cfg.data)
     objective = build_objective(cfg.objective)
-    ema = build_model(cfg.model, cfg.block, in_channels=1, input_size=8, out_channels=objective.out_channels(1),
-                      num_classes=10)
+    ema = build_model(
+        cfg.model, cfg.block, in_channels=1, input_size=8, out_channels=objective.out_channels(1), num_classes=10
+    )
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    ema.load_state_dict({k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")})
-    callback = EvalCallback(cfg.eval, data=data, sampler=build_sampler(cfg.sampler), objective=objective,
-                            run_dir=tmp_path / "single", cache_dir=SHARED_CACHE)
-    trainer = SimpleNamespace(global_step=4, global_rank=0, world_size=1, loggers=[], precision="32-true",
-                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    ema.load_state_dict({k[len("ema.") :]: v for k, v in state.items() if k.startswith("ema.")})
+    callback = EvalCallback(
+        cfg.eval,
+        data=data,
+        sampler=build_sampler(cfg.sampler),
+        objective=objective,
+        run_dir=tmp_path / "single",
+        cache_dir=SHARED_CACHE,
+    )
+    trainer = SimpleNamespace(
+        global_step=4,
+        global_rank=0,
+        world_size=1,
+        loggers=[],
+        precision="32-true",
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
     module = SimpleNamespace(ema=ema.eval(), encoder=IdentityEncoder(), device=torch.device("cpu"), images_per_step=32)
     callback.setup(trainer, module, "fit")
     single = callback.evaluate(trainer, module, final=True)
@@ -127,8 +166,11 @@ def test_a_finished_checkpoint_is_evaluated_again_at_another_guidance_scale(trai
     """The cfg_scale recipe: resume a finished run's checkpoint into a new run directory with zero
     steps left; Lightning skips training and the final evaluation runs with the new scale."""
     base = train(train_cfg(*EVAL, run="base"))
-    again = train(train_cfg(*EVAL, f"ckpt_path={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}",
-                            "eval.guidance_scale=1.0", run="cfg1"))
+    again = train(
+        train_cfg(
+            *EVAL, f"ckpt_path={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}", "eval.guidance_scale=1.0", run="cfg1"
+        )
+    )
     assert again["steps"] == base["steps"] == 4
     assert base["metrics_recipe"]["cfg_scale"] == 4.0 and again["metrics_recipe"]["cfg_scale"] == 1.0
     assert again["metrics_recipe"]["nfe"] == base["metrics_recipe"]["nfe"] // 2  # no guidance: one call per step

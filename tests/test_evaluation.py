@@ -74,8 +74,13 @@ class ToyInception(nn.Module):
 
 
 def toy_inception() -> Extractor:
-    return Extractor("inception", ToyInception(), {"pool": 6, "spatial": 4, "logits": 5}, rgb=True,
-                     identity={"name": "toy-inception"})
+    return Extractor(
+        "inception",
+        ToyInception(),
+        {"pool": 6, "spatial": 4, "logits": 5},
+        rgb=True,
+        identity={"name": "toy-inception"},
+    )
 
 
 def toy_images(n, seed, shift=0):
@@ -148,8 +153,13 @@ def write_adm_batch(path, images, ex, drop=()):
     """An ADM-layout reference batch made here: arr_0 images, mu/sigma, mu_s/sigma_s."""
     with torch.no_grad():
         out = ex.net(torch.from_numpy(images).permute(0, 3, 1, 2))
-    arrays = {"arr_0": images, "mu": out["pool"].double().mean(0).numpy(), "sigma": np.cov(out["pool"].double().numpy().T),
-              "mu_s": out["spatial"].double().mean(0).numpy(), "sigma_s": np.cov(out["spatial"].double().numpy().T)}
+    arrays = {
+        "arr_0": images,
+        "mu": out["pool"].double().mean(0).numpy(),
+        "sigma": np.cov(out["pool"].double().numpy().T),
+        "mu_s": out["spatial"].double().mean(0).numpy(),
+        "sigma_s": np.cov(out["spatial"].double().numpy().T),
+    }
     np.savez(path, **{k: v for k, v in arrays.items() if k not in drop})
     return out
 
@@ -183,10 +193,13 @@ def test_a_test_made_adm_reference_batch_is_read_and_ditlab_writes_the_same_layo
     assert again.compute()["fid"] == pytest.approx(0, abs=1e-9)
 
 
-@pytest.mark.parametrize("drop, metric, missing", [
-    (("arr_0",), "precision", "activations"),
-    (("arr_0", "mu_s"), "sfid", "mu_s+sigma_s"),
-])
+@pytest.mark.parametrize(
+    "drop, metric, missing",
+    [
+        (("arr_0",), "precision", "activations"),
+        (("arr_0", "mu_s"), "sfid", "mu_s+sigma_s"),
+    ],
+)
 def test_a_reference_lacking_what_a_metric_needs_is_one_line(tmp_path, drop, metric, missing):
     ex = toy_inception()
     write_adm_batch(tmp_path / "ref.npz", toy_images(20, 0), ex, drop=drop)
@@ -196,7 +209,9 @@ def test_a_reference_lacking_what_a_metric_needs_is_one_line(tmp_path, drop, met
     assert missing in message and metric in message and "arr_0" in message and "\n" not in message
     # With the images there, whatever is missing is computed from them instead.
     write_adm_batch(tmp_path / "full.npz", toy_images(20, 0), ex, drop=("mu_s", "sigma_s"))
-    assert read_reference(tmp_path / "full.npz", MetricSuite(["sfid"], {"inception": ex}))["inception"]["spatial"].moments
+    assert read_reference(tmp_path / "full.npz", MetricSuite(["sfid"], {"inception": ex}))["inception"][
+        "spatial"
+    ].moments
 
 
 def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, monkeypatch, capsys):
@@ -208,18 +223,28 @@ def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, mon
     write_adm_batch(tmp_path / "ref.npz", toy_images(60, 0), toy_inception())
     samples = toy_images(30, 1, shift=20)
     np.savez(tmp_path / "samples.npz", arr_0=samples, arr_1=np.arange(30) % 3)
-    main([str(tmp_path / "samples.npz"), f"ref={tmp_path / 'ref.npz'}", "eval.is_split_size=10", "eval.batch_size=8",
-          f"out={tmp_path / 'out.json'}", f"write_ref={tmp_path / 'samples_ref.npz'}", "progress=false"])
+    main(
+        [
+            str(tmp_path / "samples.npz"),
+            f"ref={tmp_path / 'ref.npz'}",
+            "eval.is_split_size=10",
+            "eval.batch_size=8",
+            f"out={tmp_path / 'out.json'}",
+            f"write_ref={tmp_path / 'samples_ref.npz'}",
+            "progress=false",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((tmp_path / "out.json").read_text())
     assert printed == saved and saved["num_samples"] == 30 and set(ADM) <= set(saved)
     assert saved["fid"] > 0 and 0 <= saved["precision"] <= 1 and saved["is_std"] >= 0
     with np.load(tmp_path / "samples_ref.npz") as f:  # usable as a reference, by ditlab or the ADM evaluator
         assert np.array_equal(f["arr_0"], samples) and f["mu"].shape == (6,)
-    for argv, needle in (([str(tmp_path / "samples.npz")], "no ref given"),
-                         ([str(tmp_path / "nope.npz"), f"ref={tmp_path / 'ref.npz'}"], "nope.npz not found"),
-                         ([str(tmp_path / "samples.npz"), f"ref={tmp_path / 'ref.npz'}", "eval.metrics=[fidd]"],
-                          "unknown metric")):
+    for argv, needle in (
+        ([str(tmp_path / "samples.npz")], "no ref given"),
+        ([str(tmp_path / "nope.npz"), f"ref={tmp_path / 'ref.npz'}"], "nope.npz not found"),
+        ([str(tmp_path / "samples.npz"), f"ref={tmp_path / 'ref.npz'}", "eval.metrics=[fidd]"], "unknown metric"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err

@@ -43,13 +43,25 @@ def test_every_experiment_composes_and_its_grid_points_build(name):
         build_sampler(run.sampler)
         if run.data.name == "digits":  # CPU recipes: build everything
             data = build_data(run.data)
-            model = build_model(run.model, run.block, in_channels=1, input_size=data.resolution, out_channels=2,
-                                num_classes=data.num_classes)
+            model = build_model(
+                run.model,
+                run.block,
+                in_channels=1,
+                input_size=data.resolution,
+                out_channels=2,
+                num_classes=data.num_classes,
+            )
             assert measured_gflops(model) > 0
         else:  # GPU recipes: the model at the latent size, on the meta device (no memory)
             with torch.device("meta"):
-                model = build_model(run.model, run.block, in_channels=4, input_size=run.data.resolution // 8,
-                                    out_channels=8, num_classes=1000)
+                model = build_model(
+                    run.model,
+                    run.block,
+                    in_channels=4,
+                    input_size=run.data.resolution // 8,
+                    out_channels=8,
+                    num_classes=1000,
+                )
             assert model.num_tokens == (run.data.resolution // 8 // run.model.patch_size) ** 2
 
 
@@ -70,7 +82,11 @@ def test_paper_recipes_use_the_papers_settings():
     assert len(grid(cfg)) == 12
     ablation = compose_with_hydra("experiment=conditioning_ablation", "data.root=/x")
     assert sorted(p[2] for p in grid(ablation)) == [
-        "block=adaln", "block=adaln_zero", "block=cross_attn", "block=in_context"]
+        "block=adaln",
+        "block=adaln_zero",
+        "block=cross_attn",
+        "block=in_context",
+    ]
     assert {p[0] for p in grid(ablation)} == {"model=XL"} and ablation.optim.lr == 1e-4
 
 
@@ -91,7 +107,9 @@ def test_local_parallel_launcher_is_joblib():
 def test_the_wandb_sweep_example_runs_ditlab_train_with_hydra_overrides():
     import yaml
 
-    sweep = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / "cpu_scaling" / "wandb_sweep.yaml").read_text())
+    sweep = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "experiments" / "cpu_scaling" / "wandb_sweep.yaml").read_text()
+    )
     assert sweep["command"][-1] == "${args_no_hyphens}" and "ditlab-train" in sweep["command"]
     fixed = [a for a in sweep["command"] if "=" in a and not a.startswith("$")]
     for values in itertools.product(*(p["values"] for p in sweep["parameters"].values())):

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-
 from conftest import compose_train
+
 from ditlab.data import DATASETS
 from ditlab.encoders import ENCODERS
 from ditlab.metrics.definitions import METRICS
@@ -53,6 +53,7 @@ class Part:
 
 
 # ----------------------------------------------------------------------------------------------- parts
+
 
 def check_block(s, run):
     assert s["block"] == "ext_gated"
@@ -94,9 +95,17 @@ BLOCK = Part(
     check=check_block,
 )
 
+
 def check_objective(s, run):
-    assert s["objective"] == {"name": "ext_ddpm_x0", "family": "ddpm", "num_timesteps": 100, "schedule": "cosine",
-                              "prediction": "x0", "var_type": "fixed_small", "loss_scale": 0.5}
+    assert s["objective"] == {
+        "name": "ext_ddpm_x0",
+        "family": "ddpm",
+        "num_timesteps": 100,
+        "schedule": "cosine",
+        "prediction": "x0",
+        "var_type": "fixed_small",
+        "loss_scale": 0.5,
+    }
     assert s["sampling"]["sampler"] == "dpm_solver"  # the default sampler drives the user objective too
 
 
@@ -129,6 +138,7 @@ OBJECTIVE = Part(
     yaml="name: ext_ddpm_x0\nmodule: ext_objective\nnum_timesteps: 100\nloss_scale: 0.5\n",
     check=check_objective,
 )
+
 
 def check_flow_path(s, run):
     assert s["objective"]["path"] == "ext_power"
@@ -167,6 +177,7 @@ PATH = Part(
     """),
     check=check_flow_path,
 )
+
 
 def check_sampler(s, run):
     assert s["sampling"]["sampler"] == "ext_midpoint"
@@ -213,6 +224,7 @@ SAMPLER = Part(
     check=check_sampler,
 )
 
+
 def check_encoder(s, run):
     assert s["encoder"] == {"name": "ext_space_to_depth", "factor": 2}
     assert s["tokens"] == 4  # (8 / 2 / 2)²
@@ -257,6 +269,7 @@ ENCODER = Part(
     check=check_encoder,
 )
 
+
 def check_dataset(s, run):
     assert s["data"]["name"] == "ext_bars"
     assert s["data"]["num_classes"] == 4
@@ -296,6 +309,7 @@ DATASET = Part(
     yaml="name: ext_bars\nmodule: ext_dataset\nnum_classes: 4\nresolution: 8\nbatch_size: 16\n",
     check=check_dataset,
 )
+
 
 def check_logger(s, run):
     lines = [json.loads(x) for x in (run / "ext_metrics.jsonl").read_text().splitlines()]
@@ -337,6 +351,7 @@ LOGGER = Part(
     yaml="# @package logger.ext_jsonl\nname: ext_jsonl\nmodule: ext_loggers\nfile: ext_metrics.jsonl\n",
     check=check_logger,
 )
+
 
 def check_metric(s, run):
     rows = [json.loads(x) for x in (run / "eval" / "metrics.jsonl").read_text().splitlines()]

@@ -5,18 +5,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from conftest import FAST
+
 from ditlab import extras
 from ditlab.cli import check_launcher_extras
 from ditlab.errors import DitlabError
 
-from conftest import FAST
-
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-OPTIONAL = ("wandb", "tensorboard", "matplotlib", "scikit-learn", "hydra-submitit-launcher", "hydra-joblib-launcher", "rich")
+OPTIONAL = (
+    "wandb",
+    "tensorboard",
+    "matplotlib",
+    "scikit-learn",
+    "hydra-submitit-launcher",
+    "hydra-joblib-launcher",
+    "rich",
+)
 
 
 def _name(requirement: str) -> str:
@@ -68,8 +76,19 @@ def test_the_default_experiment_trains_and_samples_without_any_optional_package(
     import os
     import sysconfig
 
-    blocked = ("wandb", "tensorboard", "tensorboardx", "matplotlib", "sklearn", "scikit_learn", "rich",
-               "hydra_plugins", "hydra_submitit_launcher", "hydra_joblib_launcher", "submitit")
+    blocked = (
+        "wandb",
+        "tensorboard",
+        "tensorboardx",
+        "matplotlib",
+        "sklearn",
+        "scikit_learn",
+        "rich",
+        "hydra_plugins",
+        "hydra_submitit_launcher",
+        "hydra_joblib_launcher",
+        "submitit",
+    )
     filtered = tmp_path / "site"
     filtered.mkdir()
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
@@ -95,11 +114,22 @@ def test_the_bundled_digits_are_scikit_learns():
     import hashlib
 
     import numpy as np
+
     from ditlab.data.digits import load_digits_arrays
 
     images, labels = load_digits_arrays()
-    assert images.shape == (1797, 8, 8) and np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179,
-                                                                            174, 180]
+    assert images.shape == (1797, 8, 8) and np.bincount(labels).tolist() == [
+        178,
+        182,
+        177,
+        183,
+        181,
+        182,
+        181,
+        179,
+        174,
+        180,
+    ]
     digest = hashlib.sha256(images.astype(np.uint8).tobytes() + labels.astype(np.uint8).tobytes()).hexdigest()
     assert digest == "87ff0c9e40dc7e2c0e34e7257799c2e3f3aec1a016363bb11cad869ec428a826"
     try:

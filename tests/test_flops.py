@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import run_cli
 from ditlab.config import CONFIG_DIR
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
@@ -19,21 +19,34 @@ from ditlab.training.train import train
 
 # Paper Table 4, forward Gflops per image at 256x256 (latent 32x32x4), printed with 2 decimals.
 PAPER_GFLOPS = {
-    "DiT-S/8": 0.36, "DiT-S/4": 1.41, "DiT-S/2": 6.06,
-    "DiT-B/8": 1.42, "DiT-B/4": 5.56, "DiT-B/2": 23.01,
-    "DiT-L/8": 5.01, "DiT-L/4": 19.70, "DiT-L/2": 80.71,
-    "DiT-XL/8": 7.39, "DiT-XL/4": 29.05, "DiT-XL/2": 118.64,
+    "DiT-S/8": 0.36,
+    "DiT-S/4": 1.41,
+    "DiT-S/2": 6.06,
+    "DiT-B/8": 1.42,
+    "DiT-B/4": 5.56,
+    "DiT-B/2": 23.01,
+    "DiT-L/8": 5.01,
+    "DiT-L/4": 19.70,
+    "DiT-L/2": 80.71,
+    "DiT-XL/8": 7.39,
+    "DiT-XL/4": 29.05,
+    "DiT-XL/2": 118.64,
 }
 # The Fig. 5 designs at XL/2 (paper Table 4 / §3.2).
 PAPER_BLOCK_GFLOPS = {"adaln_zero": 118.64, "adaln": 118.56, "cross_attn": 137.62, "in_context": 119.37}
 # Parameters in all (pos_embed included) / trainable, from the official code.
 OFFICIAL_PARAMS = {
-    "DiT-S/8": (33_148_160, 33_142_016), "DiT-S/4": (32_945_024, 32_920_448), "DiT-S/2": (32_963_360, 32_865_056),
-    "DiT-B/8": (130_881_536, 130_869_248), "DiT-B/4": (130_475_648, 130_426_496),
+    "DiT-S/8": (33_148_160, 33_142_016),
+    "DiT-S/4": (32_945_024, 32_920_448),
+    "DiT-S/2": (32_963_360, 32_865_056),
+    "DiT-B/8": (130_881_536, 130_869_248),
+    "DiT-B/4": (130_475_648, 130_426_496),
     "DiT-B/2": (130_512_416, 130_315_808),
-    "DiT-L/8": (458_594_816, 458_578_432), "DiT-L/4": (458_053_760, 457_988_224),
+    "DiT-L/8": (458_594_816, 458_578_432),
+    "DiT-L/4": (458_053_760, 457_988_224),
     "DiT-L/2": (458_102_816, 457_840_672),
-    "DiT-XL/8": (675_683_072, 675_664_640), "DiT-XL/4": (675_074_432, 675_000_704),
+    "DiT-XL/8": (675_683_072, 675_664_640),
+    "DiT-XL/4": (675_074_432, 675_000_704),
     "DiT-XL/2": (675_129_632, 674_834_720),
 }
 SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -93,16 +106,18 @@ def test_unknown_output_format_is_refused():
 @pytest.mark.parametrize("block", list(PAPER_BLOCK_GFLOPS))
 def test_block_variants_at_xl2_match_the_paper(block):
     cfg = compose_flops("model=XL", "model.patch_size=2", f"block={block}")
-    record = count_composition(cfg.model, cfg.block, cfg.input_size, cfg.in_channels, cfg.num_classes,
-                               cfg.learn_sigma)
+    record = count_composition(cfg.model, cfg.block, cfg.input_size, cfg.in_channels, cfg.num_classes, cfg.learn_sigma)
     assert record["name"] == "DiT-XL/2" and record["block"] == block
     assert record["gflops"] == paper_tolerance(PAPER_BLOCK_GFLOPS[block])
 
 
-@pytest.mark.parametrize("name,block", [
-    *[(name, "adaln_zero") for name in PAPER_GFLOPS],
-    *[(name, block) for name in ("DiT-S/8", "DiT-XL/2") for block in ("adaln", "cross_attn", "in_context")],
-])
+@pytest.mark.parametrize(
+    "name,block",
+    [
+        *[(name, "adaln_zero") for name in PAPER_GFLOPS],
+        *[(name, block) for name in ("DiT-S/8", "DiT-XL/2") for block in ("adaln", "cross_attn", "in_context")],
+    ],
+)
 def test_measured_count_equals_closed_form(name, block):
     size, patch = name[4:].split("/")
     model = meta_dit(size, int(patch), block=block)
@@ -133,8 +148,16 @@ def test_format_table_aligns_columns():
 
 def test_training_logs_params_and_gflops_at_start_and_in_the_summary(train_cfg, tmp_path):
     summary = train(train_cfg("block=cross_attn"))
-    model = DiT(input_size=8, patch_size=4, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10,
-                block="cross_attn")
+    model = DiT(
+        input_size=8,
+        patch_size=4,
+        in_channels=1,
+        hidden_size=32,
+        depth=1,
+        num_heads=2,
+        num_classes=10,
+        block="cross_attn",
+    )
     assert summary["params"] == count_params(model)["params"]
     assert summary["gflops"] == pytest.approx(closed_form_gflops(model), abs=1e-6)
     hparams = yaml.safe_load(next((tmp_path / "run" / "logs").rglob("hparams.yaml")).read_text())

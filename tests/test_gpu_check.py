@@ -23,7 +23,11 @@ def test_gpu_check_on_cpu_runs_what_it_can_and_says_what_it_skipped(tmp_path, ca
     assert parts["sdpa_backend"]["backend"] == "flash"  # CPU SDPA runs its fused flash kernel
     assert any("scaled_dot_product" in op for op in parts["sdpa_backend"]["aten_ops"])
     probe = parts["plain_loop"]["cpu_probe"]
-    assert probe["model"] == "DiT-tiny/2" and probe["timed_steps"] == 6 and parts["plain_loop"]["ratio_ditlab_over_plain"] > 0
+    assert (
+        probe["model"] == "DiT-tiny/2"
+        and probe["timed_steps"] == 6
+        and parts["plain_loop"]["ratio_ditlab_over_plain"] > 0
+    )
     curve = parts["bf16_vs_fp32"]
     assert curve["steps"] == 8 and curve["final_loss_fp32"] > 0 and curve["final_loss_bf16"] > 0
     assert curve["agree_within_5pct"] == (curve["relative_difference"] < 0.05)

@@ -10,8 +10,9 @@ MAINS = {"sample": "from ditlab.tools.sample import main"}
 
 
 def help_of(command: str) -> str:
-    res = subprocess.run([sys.executable, "-c", f"{MAINS[command]}; main()", "--help"], capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", f"{MAINS[command]}; main()", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from latent_artifacts import CLASSES, make_image_folder
 from PIL import Image
 
-from latent_artifacts import CLASSES, make_image_folder
 from ditlab.data.imagefolder import ImageFolderDataModule
 from ditlab.data.transforms import adm_center_crop
 from ditlab.errors import DitlabError
@@ -101,8 +101,15 @@ def test_a_corrupt_image_stops_the_run_naming_its_path(folder, train_cfg):
 
 def test_skip_corrupt_trains_unconditionally_and_counts_it_in_the_summary(folder, train_cfg):
     root, _ = folder
-    cfg = train_cfg(*IMAGE_RUN, f"data.root={root}", "data.batch_size=16", "data.skip_corrupt=true",
-                    "data.num_classes=0", "guidance.scale=1", "data.num_workers=1")
+    cfg = train_cfg(
+        *IMAGE_RUN,
+        f"data.root={root}",
+        "data.batch_size=16",
+        "data.skip_corrupt=true",
+        "data.num_classes=0",
+        "guidance.scale=1",
+        "data.num_workers=1",
+    )
     summary = train(cfg)
     assert summary["steps"] == 4 and np.isfinite(summary["final_loss"])
     assert summary["data"]["skipped_corrupt"] == 1 and summary["data"]["num_images"] == 16

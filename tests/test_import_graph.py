@@ -69,7 +69,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -87,7 +87,9 @@ def test_the_graph_sees_every_module_and_both_kinds_of_import():
     assert len(graph) > 50 and "ditlab.cli" in graph and "ditlab.models.accounting" in graph
     assert "ditlab.config" in graph["ditlab.cli"]  # module level
     assert "ditlab.training.train" in graph["ditlab.cli"]  # inside a function (kept lazy for start-up)
-    assert "ditlab.models" in graph["ditlab.models.accounting"] or "ditlab.models.dit" in graph["ditlab.models.accounting"]
+    assert (
+        "ditlab.models" in graph["ditlab.models.accounting"] or "ditlab.models.dit" in graph["ditlab.models.accounting"]
+    )
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -114,8 +116,19 @@ LAYERS = (
     (4, ("ditlab.cli", "ditlab.tools", "ditlab.report.cli")),
     (3, ("ditlab.training", "ditlab.sweep", "ditlab.report", "ditlab.cache.extract")),
     (2, ("ditlab.build",)),
-    (1, ("ditlab.models", "ditlab.objectives", "ditlab.auxloss", "ditlab.samplers", "ditlab.encoders", "ditlab.data", "ditlab.cache",
-         "ditlab.metrics")),
+    (
+        1,
+        (
+            "ditlab.models",
+            "ditlab.objectives",
+            "ditlab.auxloss",
+            "ditlab.samplers",
+            "ditlab.encoders",
+            "ditlab.data",
+            "ditlab.cache",
+            "ditlab.metrics",
+        ),
+    ),
 )
 
 
@@ -127,6 +140,7 @@ def layer(module: str) -> int:
 
 
 def test_layers_import_only_downwards():
-    upward = [f"{m} -> {e}" for m, edges in import_graph().items() for e in edges
-              if m != PACKAGE and layer(e) > layer(m)]
+    upward = [
+        f"{m} -> {e}" for m, edges in import_graph().items() for e in edges if m != PACKAGE and layer(e) > layer(m)
+    ]
     assert not upward, "imports against the layering of docs/architecture.md: " + "; ".join(upward)

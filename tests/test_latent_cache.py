@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from latent_artifacts import LATENT_TRAIN, compose_extract, make_image_folder, make_tiny_vae
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_cli
-from latent_artifacts import LATENT_TRAIN, compose_extract, make_image_folder, make_tiny_vae
 from ditlab.cache import extract as extract_module
 from ditlab.cache.extract import extract
 from ditlab.data.transforms import adm_center_crop, to_model_range
@@ -32,8 +32,14 @@ def assets(tmp_path_factory):
 
 
 def extract_cfg(assets, cache_dir, *overrides):
-    return compose_extract(f"data.root={assets['root']}", f"encoder.path={assets['vae']}", f"cache_dir={cache_dir}",
-                           "data.skip_corrupt=true", "dtype=float32", *overrides)
+    return compose_extract(
+        f"data.root={assets['root']}",
+        f"encoder.path={assets['vae']}",
+        f"cache_dir={cache_dir}",
+        "data.skip_corrupt=true",
+        "dtype=float32",
+        *overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +81,9 @@ def test_manifest_describes_the_cache_and_shards_hold_both_flips(assets, cache):
     assert seen == [i for i, p in enumerate(listing) if p != assets["special"]["corrupt"]]
 
 
-def test_train_from_the_cache_never_encodes_and_samples_decode_through_the_vae(assets, cache, train_cfg, tmp_path,
-                                                                              monkeypatch):
+def test_train_from_the_cache_never_encodes_and_samples_decode_through_the_vae(
+    assets, cache, train_cfg, tmp_path, monkeypatch
+):
     cache_dir, _ = cache
     decoded = []
 
@@ -99,8 +106,16 @@ def test_train_from_the_cache_never_encodes_and_samples_decode_through_the_vae(a
     assert not any(k.startswith("encoder") for k in ckpt["state_dict"])
     # ditlab-sample rebuilds the VAE from the checkpoint and decodes through it.
     monkeypatch.undo()
-    res = run_cli("ditlab-sample", f"ckpt={run}", "num_samples=3", "batch_size=3", "sampler=ddpm", "sampler.steps=2",
-                  f"out={tmp_path / 'sampled'}", cwd=tmp_path)
+    res = run_cli(
+        "ditlab-sample",
+        f"ckpt={run}",
+        "num_samples=3",
+        "batch_size=3",
+        "sampler=ddpm",
+        "sampler.steps=2",
+        f"out={tmp_path / 'sampled'}",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     with np.load(tmp_path / "sampled" / "samples.npz") as f:
         assert f["arr_0"].shape == (3, 16, 16, 3)
@@ -182,15 +197,31 @@ def test_a_damaged_shard_is_refused_in_one_line_and_extracted_again(assets, cach
 def test_two_processes_write_disjoint_shards(assets, cache, tmp_path):
     cache_dir = tmp_path / "cache"
     exe = os.path.join(os.path.dirname(sys.executable), "ditlab-extract")
-    args = [f"data.root={assets['root']}", f"encoder.path={assets['vae']}", f"cache_dir={cache_dir}", "device=cpu",
-            "data.resolution=16", "data.num_workers=0", "data.skip_corrupt=true", "shard_size=5", "batch_size=4",
-            "dtype=float32", "world_size=2"]
-    procs = [subprocess.Popen([exe, *args, f"rank={rank}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    args = [
+        f"data.root={assets['root']}",
+        f"encoder.path={assets['vae']}",
+        f"cache_dir={cache_dir}",
+        "device=cpu",
+        "data.resolution=16",
+        "data.num_workers=0",
+        "data.skip_corrupt=true",
+        "shard_size=5",
+        "batch_size=4",
+        "dtype=float32",
+        "world_size=2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [exe, *args, f"rank={rank}"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for rank in (0, 1)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     logs = {rank: (cache_dir / "logs" / f"extract_rank{rank}.log").read_text() for rank in (0, 1)}
-    written = {rank: [k for k in range(4) if f"shard {k}: " in logs[rank] and "kept" not in logs[rank]] for rank in (0, 1)}
+    written = {
+        rank: [k for k in range(4) if f"shard {k}: " in logs[rank] and "kept" not in logs[rank]] for rank in (0, 1)
+    }
     assert written == {0: [0, 2], 1: [1, 3]}
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     assert manifest["complete"] and manifest["num_latents"] == 15
@@ -205,8 +236,10 @@ def test_extract_cli_errors_are_one_line_naming_the_option(assets, tmp_path):
     res = run_cli("ditlab-extract", f"data.root={assets['root']}", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
-        "ditlab: error: cache_dir is not set: pass the directory for the cache, e.g. cache_dir=/data/latents/in256")
-    res = run_cli("ditlab-extract", "data=digits", f"cache_dir={tmp_path / 'c'}", f"encoder.path={assets['vae']}",
-                  cwd=tmp_path)
+        "ditlab: error: cache_dir is not set: pass the directory for the cache, e.g. cache_dir=/data/latents/in256"
+    )
+    res = run_cli(
+        "ditlab-extract", "data=digits", f"cache_dir={tmp_path / 'c'}", f"encoder.path={assets['vae']}", cwd=tmp_path
+    )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("ditlab: error: data=digits cannot be extracted")

@@ -9,11 +9,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import compose_train
+
 from ditlab.errors import DitlabError
 from ditlab.training.callbacks import build_callbacks
 from ditlab.training.loggers import build_loggers
-
-from conftest import compose_train
 
 PLUGIN = '''
 import json
@@ -99,8 +99,17 @@ def test_curves_show_the_loss_and_every_eval_metric(tmp_path):
 
     (tmp_path / "metrics.csv").write_text("step,train/loss,train/mse\n0,1.5,1.0\n1,,\n2,0.9,0.7\n")
     (tmp_path / "eval").mkdir()
-    rows = [{"step": s, "images_seen": 8 * s, "final": s == 4, "fd_digits": fd, "digits_accuracy": acc,
-             "recipe": {"nfe": 4}} for s, fd, acc in ((2, 50.0, 0.5), (4, 20.0, 0.9))]
+    rows = [
+        {
+            "step": s,
+            "images_seen": 8 * s,
+            "final": s == 4,
+            "fd_digits": fd,
+            "digits_accuracy": acc,
+            "recipe": {"nfe": 4},
+        }
+        for s, fd, acc in ((2, 50.0, 0.5), (4, 20.0, 0.9))
+    ]
     (tmp_path / "eval" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert write_curves(tmp_path, images_per_step=8) == ["train/loss", "eval/fd_digits", "eval/digits_accuracy"]
     from PIL import Image
@@ -117,12 +126,19 @@ def test_progress_off_and_no_logger_leave_out_the_callbacks_that_cannot_work():
     cfg = compose_train(fast=False).callbacks
     kinds = lambda cbs: sorted(type(c).__name__ for c in cbs)  # noqa: E731
     assert kinds(build_callbacks(cfg, progress=True, has_logger=True)) == [
-        "LearningRateMonitor", "TQDMProgressBar", "TrainingThroughput"]
+        "LearningRateMonitor",
+        "TQDMProgressBar",
+        "TrainingThroughput",
+    ]
     # throughput stays without a logger: it also writes summary.json
-    assert [type(c) for c in build_callbacks(cfg, progress=False, has_logger=True)] == [LearningRateMonitor,
-                                                                                        TrainingThroughput]
-    assert [type(c) for c in build_callbacks(cfg, progress=True, has_logger=False)] == [TQDMProgressBar,
-                                                                                        TrainingThroughput]
+    assert [type(c) for c in build_callbacks(cfg, progress=False, has_logger=True)] == [
+        LearningRateMonitor,
+        TrainingThroughput,
+    ]
+    assert [type(c) for c in build_callbacks(cfg, progress=True, has_logger=False)] == [
+        TQDMProgressBar,
+        TrainingThroughput,
+    ]
     assert build_callbacks(compose_train("callbacks=none").callbacks, progress=True, has_logger=True) == []
     assert compose_train("progress=false").progress is False
 

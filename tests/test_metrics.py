@@ -13,7 +13,12 @@ from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import WEIGHTS_KEY, Extractor, build_extractor, inception_extractor
 from ditlab.metrics.images import real_to_uint8, to_metric_input
 from ditlab.metrics.real_stats import (
-    cache_path, compute_real_stats, load_real_stats, merge_shards, save_real_stats, stats_key,
+    cache_path,
+    compute_real_stats,
+    load_real_stats,
+    merge_shards,
+    save_real_stats,
+    stats_key,
 )
 from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names
 
@@ -35,8 +40,13 @@ class ToyFeatures(nn.Module):
 
 
 def toy_extractor(side: int = 6) -> Extractor:
-    return Extractor(name="toy", net=ToyFeatures(side * side), outputs={"pool": 8, "logits": 3}, rgb=False,
-                     identity={"name": "toy", "side": side})
+    return Extractor(
+        name="toy",
+        net=ToyFeatures(side * side),
+        outputs={"pool": 8, "logits": 3},
+        rgb=False,
+        identity={"name": "toy", "side": side},
+    )
 
 
 def images(n: int, seed: int, shift: float = 0.0, side: int = 6) -> torch.Tensor:
@@ -120,8 +130,11 @@ def test_real_statistics_are_cached_once_keyed_and_never_overwritten(tmp_path):
     # The key covers dataset, resolution, count, extractor and output (batch size is not part of it).
     assert cache_path(tmp_path, stats_key({**data, "batch_size": 99}, 6, 50, ex), "pool") == path
     assert cache_path(tmp_path, key, "logits") != path
-    for other in (stats_key(data, 6, 40, ex), stats_key({**data, "name": "x"}, 6, 50, ex),
-                  stats_key(data, 6, 50, toy_extractor(side=5))):
+    for other in (
+        stats_key(data, 6, 40, ex),
+        stats_key({**data, "name": "x"}, 6, 50, ex),
+        stats_key(data, 6, 50, toy_extractor(side=5)),
+    ):
         assert cache_path(tmp_path, other, "pool") != path
     # A file whose stored key disagrees is refused, not silently used or recomputed.
     other_key = stats_key(data, 6, 51, ex)

@@ -3,9 +3,9 @@
 import json
 from pathlib import Path
 
+from conftest import compose_train
 from omegaconf import OmegaConf
 
-from conftest import compose_train
 from ditlab.build import build_model
 from ditlab.cli import compose
 from ditlab.config import CONFIG_DIR
@@ -15,7 +15,9 @@ VARIANT_KEY = "+experiment/modern_recipe@_global_"
 
 
 def variant_cfg(variant: str, block: str):
-    return compose("train", ["experiment=modern_recipe", f"{VARIANT_KEY}={variant}", f"block={block}", "paths.output_dir=unused"])
+    return compose(
+        "train", ["experiment=modern_recipe", f"{VARIANT_KEY}={variant}", f"block={block}", "paths.output_dir=unused"]
+    )
 
 
 def test_each_variant_changes_exactly_its_own_option_from_the_papers_dit():
@@ -55,9 +57,14 @@ def test_speedup_table_from_run_folders(tmp_path):
         (run / "eval").mkdir(parents=True)
         cfg = compose_train(f"block={block}", *overrides, output_dir=run)
         (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (run / "summary.json").write_text(json.dumps({"status": "finished", "block": block, "params": 10, "gflops": 0.5,
-                                                      "metrics": {"digits_accuracy": 0.9}}))
-        (run / "eval" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "fd_digits": v}) + "\n" for s, v in curve))
+        (run / "summary.json").write_text(
+            json.dumps(
+                {"status": "finished", "block": block, "params": 10, "gflops": 0.5, "metrics": {"digits_accuracy": 0.9}}
+            )
+        )
+        (run / "eval" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": s, "fd_digits": v}) + "\n" for s, v in curve)
+        )
 
     fake_run("0", "adaln_zero", [], [(100, 300.0), (200, 150.0), (300, 100.0), (400, 80.0)])
     fake_run("1", "adaln_zero", ["block.norm=rmsnorm"], [(100, 150.0), (200, 80.0), (300, 60.0), (400, 50.0)])

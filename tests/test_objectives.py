@@ -6,13 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import compose_train
 
 from ditlab.build import build_objective, build_sampler
 from ditlab.errors import DitlabError
 from ditlab.objectives.ddpm import DDPMObjective
 from ditlab.objectives.flow import FlowObjective
 from ditlab.training.train import train
-from conftest import compose_train
 
 
 def test_cosine_schedule_matches_the_formula_and_diffusers():
@@ -80,11 +80,14 @@ def test_logit_normal_time_sampling_concentrates_mid_range():
     assert abs(logit.mean().item() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize("override,message", [
-    ("objective.path=nope", "unknown flow path 'nope'; set objective.path"),
-    ("objective.prediction=eps", "unknown flow prediction 'eps'"),
-    ("objective.time_sampling=beta", "unknown time sampling 'beta'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("objective.path=nope", "unknown flow path 'nope'; set objective.path"),
+        ("objective.prediction=eps", "unknown flow prediction 'eps'"),
+        ("objective.time_sampling=beta", "unknown time sampling 'beta'"),
+    ],
+)
 def test_bad_flow_options_are_one_line(override, message):
     with pytest.raises(DitlabError, match=message):
         build_objective(compose_train("objective=flow", override).objective)
@@ -99,13 +102,16 @@ def test_flow_objective_picks_a_flow_sampler_by_default():
     assert default.name == "dpm_solver" and default.options.use_karras_sigmas
 
 
-@pytest.mark.parametrize("overrides", [
-    ("objective.schedule=cosine",),
-    ("objective.var_type=fixed_small", "objective.prediction=x0"),
-    ("objective.var_type=fixed_large", "objective.prediction=v", "sampler=dpm_solver"),
-    ("objective=flow", "objective.path=gvp", "objective.time_sampling=logit_normal"),
-    ("objective=flow", "objective.prediction=noise", "sampler=heun", "sampler.steps=2"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("objective.schedule=cosine",),
+        ("objective.var_type=fixed_small", "objective.prediction=x0"),
+        ("objective.var_type=fixed_large", "objective.prediction=v", "sampler=dpm_solver"),
+        ("objective=flow", "objective.path=gvp", "objective.time_sampling=logit_normal"),
+        ("objective=flow", "objective.prediction=noise", "sampler=heun", "sampler.steps=2"),
+    ],
+)
 def test_a_few_training_steps_with_each_option(train_cfg, tmp_path, overrides):
     summary = train(train_cfg(*overrides, "trainer.max_steps=3"))
     assert np.isfinite(summary["final_loss"]) and summary["steps"] == 3

@@ -5,15 +5,15 @@ import argparse
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_train, randomize_weights
+from test_reference_model import assert_official_outputs, deterministic_fill, reference_inputs, tiny_official_dit
+
 from ditlab.build import build_encoder, build_objective, build_sampler
 from ditlab.errors import DitlabError
 from ditlab.models import from_official
 from ditlab.models.dit import DiT
 from ditlab.samplers.generate import generate
 from ditlab.training.train import train
-from test_reference_model import assert_official_outputs, deterministic_fill, reference_inputs, tiny_official_dit
 
 # The reference tiny DiT is no preset: name a preset of the same heads (tiny: 4) and override depth and width.
 TINY = dict(name="DiT-tiny/2", input_size=8, num_classes=10, depth=2, hidden_size=64)
@@ -63,18 +63,28 @@ def test_other_pickled_objects_are_refused_with_the_way_out(tmp_path):
         from_official(tmp_path / "odd.pt", **TINY)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(TINY, name="DiT-S/2", depth=None, hidden_size=None),
-     r"does not fit DiT-S/2 \(input_size=8, num_classes=10\): first mismatching key 'pos_embed' has shape "
-     r"\(1, 16, 64\) in the checkpoint but \(1, 16, 384\) in the model"),
-    (dict(TINY, num_classes=1000),
-     r"first mismatching key 'y_embedder.embedding_table.weight' has shape \(11, 64\) in the checkpoint but "
-     r"\(1001, 64\)"),
-    (dict(TINY, input_size=16), r"first mismatching key 'pos_embed' has shape \(1, 16, 64\) in the checkpoint "
-                                r"but \(1, 64, 64\)"),
-    (dict(TINY, depth=3), r"key 'blocks.2.attn.qkv.weight' is missing"),
-    (dict(TINY, depth=1), r"has key 'blocks.1.attn.qkv.weight' that the model lacks"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (
+            dict(TINY, name="DiT-S/2", depth=None, hidden_size=None),
+            r"does not fit DiT-S/2 \(input_size=8, num_classes=10\): first mismatching key 'pos_embed' has shape "
+            r"\(1, 16, 64\) in the checkpoint but \(1, 16, 384\) in the model",
+        ),
+        (
+            dict(TINY, num_classes=1000),
+            r"first mismatching key 'y_embedder.embedding_table.weight' has shape \(11, 64\) in the checkpoint but "
+            r"\(1001, 64\)",
+        ),
+        (
+            dict(TINY, input_size=16),
+            r"first mismatching key 'pos_embed' has shape \(1, 16, 64\) in the checkpoint "
+            r"but \(1, 64, 64\)",
+        ),
+        (dict(TINY, depth=3), r"key 'blocks.2.attn.qkv.weight' is missing"),
+        (dict(TINY, depth=1), r"has key 'blocks.1.attn.qkv.weight' that the model lacks"),
+    ],
+)
 def test_state_dict_of_another_size_names_the_first_mismatching_key(tmp_path, kwargs, message):
     torch.save(official_state_dict(), tmp_path / "sd.pt")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -82,10 +92,13 @@ def test_state_dict_of_another_size_names_the_first_mismatching_key(tmp_path, kw
         from_official(tmp_path / "sd.pt", **kwargs)
 
 
-@pytest.mark.parametrize("name,message", [
-    ("XL/2", "not of the form DiT-<size>/<patch>"),
-    ("DiT-XXL/2", "unknown model size 'XXL' in the model name; known sizes: B, L, S, XL, small, tiny"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("XL/2", "not of the form DiT-<size>/<patch>"),
+        ("DiT-XXL/2", "unknown model size 'XXL' in the model name; known sizes: B, L, S, XL, small, tiny"),
+    ],
+)
 def test_bad_model_names(name, message):
     with pytest.raises(DitlabError, match=message):
         from_official(official_state_dict(), name=name)
@@ -111,8 +124,20 @@ def test_official_weights_sample_through_ditlabs_sampler():
     model = from_official(official_state_dict(), **TINY)
     cfg = compose_train("sampler.steps=5")
     objective, sampler, encoder = build_objective(cfg.objective), build_sampler(cfg.sampler), build_encoder(cfg.encoder)
-    batches = list(generate(model, objective, sampler, encoder, torch.tensor([3, 7]), (4, 8),
-                            {"scale": 1.5, "channels": "first3"}, batch_size=2, seed=0, num_classes=10))
+    batches = list(
+        generate(
+            model,
+            objective,
+            sampler,
+            encoder,
+            torch.tensor([3, 7]),
+            (4, 8),
+            {"scale": 1.5, "channels": "first3"},
+            batch_size=2,
+            seed=0,
+            num_classes=10,
+        )
+    )
     images, labels, nfe = batches[0]
     assert images.shape == (2, 8, 8, 4) and images.dtype == np.uint8 and labels.tolist() == [3, 7] and nfe == 10
 
@@ -144,15 +169,18 @@ def test_init_from_a_ditlab_checkpoint_fine_tunes_from_its_ema(train_cfg, tmp_pa
     assert summary["steps"] == 4 and summary["resumed_from"] is None  # a new run, not a resume
     first = torch.load(base, weights_only=True)["state_dict"]
     tuned = torch.load(tmp_path / "tuned" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    keys = [k[len("ema."):] for k in first if k.startswith("ema.")]
+    keys = [k[len("ema.") :] for k in first if k.startswith("ema.")]
     assert keys and all(torch.equal(tuned[f"model.{k}"], first[f"ema.{k}"]) for k in keys)
     assert not all(torch.equal(first[f"model.{k}"], first[f"ema.{k}"]) for k in keys)  # EMA, not the raw weights
 
 
 def test_init_from_of_another_size_fails_naming_the_option_and_key(train_cfg, tmp_path):
     torch.save(official_state_dict(), tmp_path / "xl.pt")
-    with pytest.raises(DitlabError, match=r"init_from=.*xl\.pt does not fit the model: first mismatching key "
-                                          r"'pos_embed' has shape \(1, 16, 64\) in the checkpoint but \(1, 4, 32\)"):
+    with pytest.raises(
+        DitlabError,
+        match=r"init_from=.*xl\.pt does not fit the model: first mismatching key "
+        r"'pos_embed' has shape \(1, 16, 64\) in the checkpoint but \(1, 4, 32\)",
+    ):
         train(train_cfg(f"init_from={tmp_path / 'xl.pt'}"))
     with pytest.raises(DitlabError, match=r"init_from=.*missing\.pt: file not found"):
         train(train_cfg(f"init_from={tmp_path / 'missing.pt'}"))

@@ -46,8 +46,11 @@ def test_every_sampler_passes_the_objectives_noise_level(name):
 
 def test_the_steps_check_is_one_function():
     check_steps(50, DDPMObjective(num_timesteps=50))
-    with pytest.raises(DitlabError, match=r"^sampler.steps=51 exceeds the 50 steps the model was trained with; "
-                                          r"set sampler.steps <= 50$"):
+    with pytest.raises(
+        DitlabError,
+        match=r"^sampler.steps=51 exceeds the 50 steps the model was trained with; "
+        r"set sampler.steps <= 50$",
+    ):
         check_steps(51, DDPMObjective(num_timesteps=50))
 
 
@@ -59,8 +62,11 @@ def test_flow_paths_are_registry_entries_with_options():
     assert isinstance(vp, VPPath) and (vp.sigma_min, vp.sigma_max) == (0.2, 10.0)
     assert FlowObjective(path="vp", path_options={"sigma_max": 10.0}).describe()["path_options"] == {"sigma_max": 10.0}
     assert "path_options" not in FlowObjective().describe()  # unchanged for the built-in defaults
-    with pytest.raises(DitlabError, match=r"unknown flow path 'nope'; set objective.path to one of gvp, linear, vp, "
-                                          r"or register your own .* objective.path_module"):
+    with pytest.raises(
+        DitlabError,
+        match=r"unknown flow path 'nope'; set objective.path to one of gvp, linear, vp, "
+        r"or register your own .* objective.path_module",
+    ):
         build_path("nope")
     with pytest.raises(DitlabError, match="bad objective.path_options for flow path 'linear'"):
         build_path("linear", options={"power": 2})

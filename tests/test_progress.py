@@ -6,6 +6,8 @@ import logging
 import re
 
 import torch
+from latent_artifacts import compose_extract, make_image_folder, make_tiny_vae
+
 from ditlab import progress
 from ditlab.cache.extract import extract
 from ditlab.cli import compose
@@ -13,8 +15,6 @@ from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.real_stats import compute_real_stats
 from ditlab.tools.sample import sample
 from ditlab.training.train import train
-
-from latent_artifacts import compose_extract, make_image_folder, make_tiny_vae
 
 # tqdm's "desc: 100%|####| 20/20 [00:01<00:00, 15.2img/s]": count, elapsed<remaining (the ETA), rate.
 BAR = r"{desc}: +100%\|.*\| {n}/{n} \[[0-9:]+<[0-9:]+, +[0-9.?]+ ?img/s\]"
@@ -24,8 +24,9 @@ def _bar(text: str, desc: str, n: int) -> bool:
     return re.search(BAR.format(desc=re.escape(desc), n=n), text) is not None
 
 
-def test_training_samples_and_ditlab_sample_show_bars_and_progress_false_hides_them(train_cfg, tmp_path, capsys,
-                                                                                     caplog):
+def test_training_samples_and_ditlab_sample_show_bars_and_progress_false_hides_them(
+    train_cfg, tmp_path, capsys, caplog
+):
     train(train_cfg("progress=true", "trainer.enable_progress_bar=true"))
     out, err = capsys.readouterr()
     assert _bar(err, "final samples", 20)

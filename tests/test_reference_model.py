@@ -13,8 +13,16 @@ from ditlab.samplers.guidance import GuidedModel
 
 
 def tiny_official_dit(**kw) -> DiT:
-    args = dict(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4,
-                class_dropout_prob=0.1, num_classes=10)
+    args = dict(
+        input_size=8,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=64,
+        depth=2,
+        num_heads=4,
+        class_dropout_prob=0.1,
+        num_classes=10,
+    )
     return DiT(**{**args, **kw}).eval()
 
 
@@ -38,15 +46,36 @@ def reference_inputs():
 def test_state_dict_keys_follow_official_order():
     keys = list(tiny_official_dit().state_dict())
     assert keys[:8] == [
-        "pos_embed", "x_embedder.proj.weight", "x_embedder.proj.bias", "t_embedder.mlp.0.weight",
-        "t_embedder.mlp.0.bias", "t_embedder.mlp.2.weight", "t_embedder.mlp.2.bias",
+        "pos_embed",
+        "x_embedder.proj.weight",
+        "x_embedder.proj.bias",
+        "t_embedder.mlp.0.weight",
+        "t_embedder.mlp.0.bias",
+        "t_embedder.mlp.2.weight",
+        "t_embedder.mlp.2.bias",
         "y_embedder.embedding_table.weight",
     ]
-    assert keys[8:18] == [f"blocks.0.{k}" for k in (
-        "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias", "mlp.fc1.weight", "mlp.fc1.bias",
-        "mlp.fc2.weight", "mlp.fc2.bias", "adaLN_modulation.1.weight", "adaLN_modulation.1.bias")]
-    assert keys[28:] == ["final_layer.linear.weight", "final_layer.linear.bias",
-                         "final_layer.adaLN_modulation.1.weight", "final_layer.adaLN_modulation.1.bias"]
+    assert keys[8:18] == [
+        f"blocks.0.{k}"
+        for k in (
+            "attn.qkv.weight",
+            "attn.qkv.bias",
+            "attn.proj.weight",
+            "attn.proj.bias",
+            "mlp.fc1.weight",
+            "mlp.fc1.bias",
+            "mlp.fc2.weight",
+            "mlp.fc2.bias",
+            "adaLN_modulation.1.weight",
+            "adaLN_modulation.1.bias",
+        )
+    ]
+    assert keys[28:] == [
+        "final_layer.linear.weight",
+        "final_layer.linear.bias",
+        "final_layer.adaLN_modulation.1.weight",
+        "final_layer.adaLN_modulation.1.bias",
+    ]
 
 
 def test_output_is_exactly_zero_at_init():
@@ -58,6 +87,7 @@ def test_output_is_exactly_zero_at_init():
     # adaLN-Zero: every block is the identity at init.
     tokens = torch.randn(2, 16, 64)
     from ditlab.models.blocks import Conditioning
+
     cond = Conditioning(c=torch.randn(2, 64), tokens=torch.randn(2, 2, 64))
     for block in model.blocks:
         assert torch.equal(block(tokens, cond), tokens)
@@ -71,12 +101,22 @@ def assert_official_outputs(model: DiT) -> None:
     assert out.shape == (2, 8, 8, 8)
     assert out.sum().item() == pytest.approx(1.835214376449585, abs=2e-5)
     assert out.abs().sum().item() == pytest.approx(105.59759521484375, rel=1e-5)
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(
-        [-0.07596491, 0.10313635, 0.13267842, -0.04283445, -0.12102419, 0.02582607, 0.12680487, -0.00801931]),
-        atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(out[1, :, 7, 6], torch.tensor(
-        [-0.13591546, 0.25192198, 0.22672051, -0.16612072, -0.23690361, 0.13189906, 0.27926177, -0.06663053]),
-        atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out[0, :, 0, 0],
+        torch.tensor(
+            [-0.07596491, 0.10313635, 0.13267842, -0.04283445, -0.12102419, 0.02582607, 0.12680487, -0.00801931]
+        ),
+        atol=1e-6,
+        rtol=1e-5,
+    )
+    torch.testing.assert_close(
+        out[1, :, 7, 6],
+        torch.tensor(
+            [-0.13591546, 0.25192198, 0.22672051, -0.16612072, -0.23690361, 0.13189906, 0.27926177, -0.06663053]
+        ),
+        atol=1e-6,
+        rtol=1e-5,
+    )
 
 
 def test_end_to_end_forward_matches_official():
@@ -93,9 +133,14 @@ def test_first3_guidance_reproduces_official_forward_with_cfg():
     with torch.no_grad():
         out = guided(x[:1], torch.tensor([10]), torch.tensor([3]), noise_level=0.01)
         cond = model(x[:1], torch.tensor([10]), torch.tensor([3]))
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor(
-        [-0.07546276, 0.10302164, 0.13214909, -0.04283445, -0.12102419, 0.02582607, 0.12680487, -0.00801931]),
-        atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out[0, :, 0, 0],
+        torch.tensor(
+            [-0.07546276, 0.10302164, 0.13214909, -0.04283445, -0.12102419, 0.02582607, 0.12680487, -0.00801931]
+        ),
+        atol=1e-6,
+        rtol=1e-5,
+    )
     torch.testing.assert_close(out[:, 3:], cond[:, 3:], rtol=1e-5, atol=1e-6)  # channels 3..7: plain cond forward
     assert guided.nfe == 2
 
@@ -138,10 +183,12 @@ def test_patch_layout_and_unpatchify():
 
 def test_sincos_pos_embed_reference_values():
     small = get_2d_sincos_pos_embed(8, 2)
-    np.testing.assert_allclose(small[1], [0.8414709848, 0.0099998333, 0.5403023059, 0.9999500004, 0, 0, 1, 1],
-                               atol=1e-9)
-    np.testing.assert_allclose(small[2], [0, 0, 1, 1, 0.8414709848, 0.0099998333, 0.5403023059, 0.9999500004],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        small[1], [0.8414709848, 0.0099998333, 0.5403023059, 0.9999500004, 0, 0, 1, 1], atol=1e-9
+    )
+    np.testing.assert_allclose(
+        small[2], [0, 0, 1, 1, 0.8414709848, 0.0099998333, 0.5403023059, 0.9999500004], atol=1e-9
+    )
     big = get_2d_sincos_pos_embed(1152, 16)
     assert big.shape == (256, 1152)
     assert big.sum() == pytest.approx(134598.94780388544, abs=1e-6)
@@ -158,10 +205,18 @@ def test_timestep_embedding_reference_values():
     assert emb[1, 129].item() == pytest.approx(0.8019617795944214, abs=1e-6)
     assert emb[2].sum().item() == pytest.approx(59.46253967285156, abs=1e-3)
     assert emb[3].sum().item() == pytest.approx(52.50468444824219, abs=1e-3)
-    torch.testing.assert_close(TimestepEmbedder.timestep_embedding(torch.tensor([3]), 6)[0], torch.tensor(
-        [-0.98999250, 0.99032068, 0.99997914, 0.14112000, 0.13879810, 0.00646326]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(TimestepEmbedder.timestep_embedding(torch.tensor([3]), 5)[0], torch.tensor(
-        [-0.98999250, 0.99955004, 0.14112000, 0.02999550, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        TimestepEmbedder.timestep_embedding(torch.tensor([3]), 6)[0],
+        torch.tensor([-0.98999250, 0.99032068, 0.99997914, 0.14112000, 0.13879810, 0.00646326]),
+        atol=1e-6,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        TimestepEmbedder.timestep_embedding(torch.tensor([3]), 5)[0],
+        torch.tensor([-0.98999250, 0.99955004, 0.14112000, 0.02999550, 0.0]),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_label_dropout_uses_null_class_only_in_training():

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import randomize_weights
+
 from ditlab.auxloss.repa import REPA
 from ditlab.auxloss.targets import to_grid_tokens
 from ditlab.errors import DitlabError
@@ -21,12 +21,16 @@ def make_encoder() -> nn.Module:
     """A test-made frozen encoder (``aux.encoder=python:test_repa:make_encoder``): BatchNorm and dropout
     behave differently in train mode, so a forward outside eval mode would show."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(0.5), nn.Conv2d(8, 12, 2, stride=2))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Dropout(0.5), nn.Conv2d(8, 12, 2, stride=2)
+    )
 
 
 def small_model(block="adaln_zero", depth=3) -> DiT:
     torch.manual_seed(0)
-    model = DiT(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=depth, num_heads=2, num_classes=10, block=block)
+    model = DiT(
+        input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=depth, num_heads=2, num_classes=10, block=block
+    )
     randomize_weights(model, std=0.05, only_zero=True)  # past init: zero gates would hide the trunk's gradient
     return model
 
@@ -50,9 +54,14 @@ def test_repa_gradient_reaches_only_the_trunk_up_to_its_block_and_the_projector(
     reached = {k for k, g in grads.items() if g is not None and g.any()}
     trunk = {k for k in grads if k.startswith(("model.x_embedder", "model.blocks.0.", "model.blocks.1."))}
     assert {k for k in grads if k.startswith("aux.projector")} <= reached
-    assert {"model.x_embedder.proj.weight", "model.blocks.0.attn.qkv.weight", "model.blocks.1.mlp.fc2.weight"} <= reached
+    assert {
+        "model.x_embedder.proj.weight",
+        "model.blocks.0.attn.qkv.weight",
+        "model.blocks.1.mlp.fc2.weight",
+    } <= reached
     assert reached - {k for k in grads if k.startswith("aux.")} <= trunk | {
-        k for k in grads if k.startswith(("model.t_embedder", "model.y_embedder"))}  # conditioning feeds blocks 1-2
+        k for k in grads if k.startswith(("model.t_embedder", "model.y_embedder"))
+    }  # conditioning feeds blocks 1-2
     assert not any(k.startswith(("model.blocks.2.", "model.final_layer")) for k in reached)
     encoder = repa.target.module
     assert not encoder.training and all(not p.requires_grad and p.grad is None for p in encoder.parameters())
@@ -95,8 +104,11 @@ def test_default_dinov2_encoder_gets_224px_imagenet_normalised_rgb_and_patch_tok
             tokens = nn.functional.avg_pool2d(x, 14).flatten(2).transpose(1, 2)  # (N, 256, 3)
             return {"x_norm_patchtokens": self.lin(tokens), "x_norm_clstoken": None}
 
-    monkeypatch.setattr(torch.hub, "load", lambda repo, name: FakeDinov2() if (repo, name) == (
-        "facebookresearch/dinov2", "dinov2_vitb14") else None)
+    monkeypatch.setattr(
+        torch.hub,
+        "load",
+        lambda repo, name: FakeDinov2() if (repo, name) == ("facebookresearch/dinov2", "dinov2_vitb14") else None,
+    )
     repa = REPA(small_model(), DIGITS, depth=1, projector_dim=8)  # all defaults: encoder=dinov2_vitb14
     assert repa.target_dim == 24
     x = seen["x"]
@@ -114,13 +126,16 @@ def test_dinov2_unavailable_offline_is_one_line(monkeypatch):
         REPA(small_model(), DIGITS, depth=1)
 
 
-@pytest.mark.parametrize("kwargs,data,message", [
-    (dict(depth=4), DIGITS, "aux.depth=4 is not a block of this 3-block model; use 1..3"),
-    (dict(depth=0), DIGITS, "aux.depth=0 is not a block"),
-    (dict(depth=1), SimpleNamespace(name="latents", channels=4, resolution=4), "aux=repa needs pixel images"),
-    (dict(depth=1, encoder="clip"), DIGITS, "unknown REPA encoder 'clip'"),
-    (dict(depth=1, encoder="python:no_such_module:f"), DIGITS, "cannot import the REPA encoder factory"),
-])
+@pytest.mark.parametrize(
+    "kwargs,data,message",
+    [
+        (dict(depth=4), DIGITS, "aux.depth=4 is not a block of this 3-block model; use 1..3"),
+        (dict(depth=0), DIGITS, "aux.depth=0 is not a block"),
+        (dict(depth=1), SimpleNamespace(name="latents", channels=4, resolution=4), "aux=repa needs pixel images"),
+        (dict(depth=1, encoder="clip"), DIGITS, "unknown REPA encoder 'clip'"),
+        (dict(depth=1, encoder="python:no_such_module:f"), DIGITS, "cannot import the REPA encoder factory"),
+    ],
+)
 def test_bad_repa_options_are_one_line(kwargs, data, message):
     with pytest.raises(DitlabError, match=message):
         REPA(small_model(), data, **kwargs)
@@ -128,7 +143,9 @@ def test_bad_repa_options_are_one_line(kwargs, data, message):
 
 def test_repa_trains_with_the_flow_objective_and_reports_its_cost_apart(train_cfg, tmp_path):
     base = train(train_cfg("objective=flow", run="base"))
-    summary = train(train_cfg("objective=flow", "aux=repa", "aux.encoder=digits", "aux.depth=1", "aux.projector_dim=24"))
+    summary = train(
+        train_cfg("objective=flow", "aux=repa", "aux.encoder=digits", "aux.depth=1", "aux.projector_dim=24")
+    )
     assert summary["aux"]["name"] == "repa" and summary["aux"]["target_dim"] == 64
     assert summary["gflops"] == base["gflops"] and summary["params"] == base["params"]  # the DiT is unchanged
     # FAST: 8x8 digits, patch 4 -> 4 tokens of width 32; projector 32 -> 24 -> 24 -> 64 per token.

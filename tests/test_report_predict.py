@@ -33,9 +33,18 @@ def make_sweep(root, gflops, noise=0.01, seed=0):
             v = final if s == STEPS else float(law(3 * g * BATCH * s) * (1 + 0.5 * (1 - s / STEPS)))
             history.append({"step": s, "images_seen": s * BATCH, "fd_digits": v, "final": s == STEPS})
         (run / "eval" / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        summary = {"status": "finished", "model": f"DiT-m{i}/2", "patch_size": 2, "block": "adaln_zero", "gflops": g,
-                   "steps": STEPS, "images_seen": STEPS * BATCH, "train_compute_gflops": c,
-                   "metrics": {"fd_digits": final}, "metrics_lower_is_better": {"fd_digits": True}}
+        summary = {
+            "status": "finished",
+            "model": f"DiT-m{i}/2",
+            "patch_size": 2,
+            "block": "adaln_zero",
+            "gflops": g,
+            "steps": STEPS,
+            "images_seen": STEPS * BATCH,
+            "train_compute_gflops": c,
+            "metrics": {"fd_digits": final},
+            "metrics_lower_is_better": {"fd_digits": True},
+        }
         (run / "summary.json").write_text(json.dumps(summary))
 
 
@@ -46,12 +55,14 @@ def test_known_exponents_are_recovered_inside_their_intervals():
     assert fit.form == "irreducible" and not fit.flags
     assert fit.ci["b"][0] < B < fit.ci["b"][1] and fit.ci["e"][0] < E < fit.ci["e"][1]
     assert fit.b == pytest.approx(B, abs=0.03) and fit.e == pytest.approx(E, abs=0.3)
-    pure = fit_scaling(c, 500 * c ** -0.3 * np.exp(rng.normal(0, 0.01, len(c))))
+    pure = fit_scaling(c, 500 * c**-0.3 * np.exp(rng.normal(0, 0.01, len(c))))
     assert pure.form == "power_law" and pure.ci["b"][0] < -0.3 < pure.ci["b"][1]  # no floor in the data: none fitted
 
 
 def test_too_few_points_are_refused_or_flagged():
-    assert fit_scaling([1e3, 1e4], [10.0, 5.0]).startswith("no fit: 2 distinct point(s)")  # not "R² = 1 from two points"
+    assert fit_scaling([1e3, 1e4], [10.0, 5.0]).startswith(
+        "no fit: 2 distinct point(s)"
+    )  # not "R² = 1 from two points"
     assert fit_scaling([1e3, 1e3, 1e3], [10.0, 9.0, 11.0]).startswith("no fit: 1 distinct")
     few = fit_scaling([1e3, 1e4, 1e5], [10.0, 5.1, 2.4], bootstrap=50)
     assert isinstance(few, PowerLawFit) and few.form == "power_law" and "few points: n = 3" in few.flags[0]
@@ -59,12 +70,21 @@ def test_too_few_points_are_refused_or_flagged():
 
 
 def test_frontier_keeps_the_best_point_at_or_below_each_compute():
-    pts = [CurvePoint(1, 10, 1, "a", "A"), CurvePoint(2, 8, 2, "a", "A"), CurvePoint(4, 7.5, 4, "a", "A"),
-           CurvePoint(2, 9, 1, "b", "B"), CurvePoint(4, 6, 2, "b", "B"), CurvePoint(8, 4, 4, "b", "B"),
-           CurvePoint(8, 4.5, 8, "a", "A")]
+    pts = [
+        CurvePoint(1, 10, 1, "a", "A"),
+        CurvePoint(2, 8, 2, "a", "A"),
+        CurvePoint(4, 7.5, 4, "a", "A"),
+        CurvePoint(2, 9, 1, "b", "B"),
+        CurvePoint(4, 6, 2, "b", "B"),
+        CurvePoint(8, 4, 4, "b", "B"),
+        CurvePoint(8, 4.5, 8, "a", "A"),
+    ]
     front = frontier(pts)
     assert [(p.compute, p.value, p.run) for p in front] == [(1, 10, "a"), (2, 8, "a"), (4, 6, "b"), (8, 4, "b")]
-    assert [(o["model"], o["compute_from"], o["compute_to"]) for o in frontier_owners(front)] == [("A", 1, 2), ("B", 4, 8)]
+    assert [(o["model"], o["compute_from"], o["compute_to"]) for o in frontier_owners(front)] == [
+        ("A", 1, 2),
+        ("B", 4, 8),
+    ]
     assert [p.value for p in frontier(pts, lower_is_better=False)] == [10]  # accuracy-like: higher is better
 
 
@@ -82,7 +102,10 @@ def test_report_fits_predicts_held_out_runs_and_draws_the_frontier(tmp_path, cap
     for row in study["predictions"]:  # 1 % noise: the held-out runs are predicted to a few percent
         assert abs(row["fit"]["compute"]["rel_error"]) < 0.05 and abs(row["fit"]["gflops"]["rel_error"]) < 0.05
         truth = float(law(row["train_compute_gflops"]))  # the noise-free law lies inside the prediction interval
-        assert row["fit"]["compute"]["lo"] < truth < row["fit"]["compute"]["hi"] and row["fit"]["compute"]["extrapolation"] > 1
+        assert (
+            row["fit"]["compute"]["lo"] < truth < row["fit"]["compute"]["hi"]
+            and row["fit"]["compute"]["extrapolation"] > 1
+        )
     owners = [o["model"] for o in study["frontier_owners"]]
     assert owners[0] == "DiT-m0/2" and owners[-1] == "DiT-m7/2"
     assert owners == sorted(owners, key=lambda m: int(m[5:-2]))  # bigger models own more compute, never back
@@ -111,10 +134,13 @@ def test_at_step_compares_runs_as_they_were_then_unfinished_ones_included(tmp_pa
     running = tmp_path / "sweep" / "4_running"  # still training: config, logger hparams, eval history; no summary
     (running / "eval").mkdir(parents=True)
     (running / "logs" / "version_0").mkdir(parents=True)
-    (running / "config.yaml").write_text("model: {name: small, patch_size: 2}\nblock: {name: adaln_zero}\nrun_name: r\n")
+    (running / "config.yaml").write_text(
+        "model: {name: small, patch_size: 2}\nblock: {name: adaln_zero}\nrun_name: r\n"
+    )
     (running / "logs" / "version_0" / "hparams.yaml").write_text("model/gflops: 0.016\n")
-    (running / "eval" / "metrics.jsonl").write_text(json.dumps({"step": 500, "images_seen": 500 * BATCH, "fd_digits": 9.5,
-                                                                "seconds": 3.0, "final": False}) + "\n")
+    (running / "eval" / "metrics.jsonl").write_text(
+        json.dumps({"step": 500, "images_seen": 500 * BATCH, "fd_digits": 9.5, "seconds": 3.0, "final": False}) + "\n"
+    )
     main([str(tmp_path / "sweep"), "--at-step", "500", "--bootstrap", "0"])
     out = capsys.readouterr().out
     assert "5 runs (5 finished, 0 failed, 0 unfinished) as of step 500" in out

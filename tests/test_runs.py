@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import compose_train
+
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES
 from ditlab.objectives.ddpm import DDPMObjective
@@ -26,15 +25,23 @@ from ditlab.training.train import train
 
 TESTS = Path(__file__).resolve().parent
 # 1,797 digits at global batch 256: 7 steps per epoch, so 12 steps cross one epoch boundary.
-EXACT = ["data.batch_size=256", "trainer.max_steps=12", "checkpoint.every_n_steps=1",
-         "final_samples.num_samples=10", "final_samples.batch_size=10"]
+EXACT = [
+    "data.batch_size=256",
+    "trainer.max_steps=12",
+    "checkpoint.every_n_steps=1",
+    "final_samples.num_samples=10",
+    "final_samples.batch_size=10",
+]
 
 
-def run_in_subprocess(out: Path, *overrides: str, slow_from_step: int = 3) -> subprocess.Popen:
+def run_in_subprocess(
+    out: Path, *overrides: str, slow_from_step: int = 3, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """``train()`` in its own process (to be killed), slowed to 0.3 s per step from ``slow_from_step`` so a
     signal reliably lands mid-run."""
     script = out.parent / f"{out.name}_run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(TESTS)!r})
         from conftest import compose_train
@@ -47,8 +54,15 @@ def run_in_subprocess(out: Path, *overrides: str, slow_from_step: int = 3) -> su
                 time.sleep(0.3)
         DiffusionModule.optimizer_step = slow_step
         train(compose_train(*{list(overrides)!r}, output_dir={str(out)!r}))
-    """))
-    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """)
+    )
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -68,8 +82,12 @@ def final_state(run: Path) -> dict:
         for row in csv.DictReader(f):
             if row.get("train/loss"):
                 losses[int(row["step"])] = row["train/loss"]
-    return {"step": ckpt["global_step"], "weights": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"],
-            "losses": losses}
+    return {
+        "step": ckpt["global_step"],
+        "weights": ckpt["state_dict"],
+        "optimizer": ckpt["optimizer_states"],
+        "losses": losses,
+    }
 
 
 def assert_same_run(resumed: dict, reference: dict, from_step: int) -> None:
@@ -126,6 +144,32 @@ def test_sigterm_saves_exits_nonzero_and_continues_bitwise(reference, tmp_path):
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == summary["steps"]
     done = train(compose_train(*EXACT, "ckpt_path=last", output_dir=run))
     assert done["status"] == "finished"
+    assert_same_run(final_state(run), final_state(reference), from_step=summary["steps"])
+
+
+def test_slurm_preemption_requeues_the_job_and_the_requeued_job_resumes_itself(reference, tmp_path, monkeypatch):
+    """SIGUSR1 (sbatch --signal=USR1@90) inside a SLURM job: full checkpoint, ``scontrol requeue <job>``,
+    non-zero exit; the requeued job reruns the same command (no ckpt_path) and continues bitwise."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    fake = bin_dir / "scontrol"  # records how it was called, as the real one would requeue the job
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    job = {"SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = run_in_subprocess(run, *EXACT, env=job)
+    wait_for(run / "checkpoints" / "step0000004.ckpt", proc)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 128 + signal.SIGUSR1
+    assert calls.read_text().split() == ["requeue", "4242"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 4 <= summary["steps"] < 12
+    # The requeued job: same id, SLURM_RESTART_COUNT > 0, the same command (ckpt_path unset).
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    done = train(compose_train(*EXACT, output_dir=run))
+    assert done["status"] == "finished" and done["steps"] == 12
     assert_same_run(final_state(run), final_state(reference), from_step=summary["steps"])
 
 
@@ -219,8 +263,11 @@ def checkpoint_steps(run: Path) -> dict[str, int]:
 
 def test_exploding_loss_stops_before_a_diverged_checkpoint(train_cfg, tmp_path):
     ExplodesAtStep3.calls = 0
-    with pytest.raises(DitlabError, match=r"loss became [\d.]+e\+0[78] at step 3 \(diverged.*last good checkpoint is "
-                                          r".*step0000002.ckpt.*optim.lr.*gradient_clip_val"):
+    with pytest.raises(
+        DitlabError,
+        match=r"loss became [\d.]+e\+0[78] at step 3 \(diverged.*last good checkpoint is "
+        r".*step0000002.ckpt.*optim.lr.*gradient_clip_val",
+    ):
         train(train_cfg("objective.name=explodes_at_step_3", "trainer.max_steps=6"))
     assert max(checkpoint_steps(tmp_path / "run").values()) == 2
     assert not (tmp_path / "run" / "summary.json").exists()
@@ -230,7 +277,9 @@ def test_weights_ruined_by_a_step_never_reach_a_checkpoint(train_cfg, tmp_path):
     RuinsWeightsAtStep3.calls = 0
     # The loss history is checked only every 50 steps here: the check before saving catches it alone.
     with pytest.raises(DitlabError, match=r"step 4 produced .*weights.*diverged.*step0000002.ckpt"):
-        train(train_cfg("objective.name=ruins_weights_at_step_3", "trainer.max_steps=6", "trainer.log_every_n_steps=50"))
+        train(
+            train_cfg("objective.name=ruins_weights_at_step_3", "trainer.max_steps=6", "trainer.log_every_n_steps=50")
+        )
     assert checkpoint_steps(tmp_path / "run") == {"step0000002.ckpt": 2, "last.ckpt": 2}
 
 
@@ -250,13 +299,16 @@ def small_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("override,message", [
-    ("optim.lr=-1", "optim.lr must be >= 0"),
-    ("checkpoint.every_n_steps=-5", "checkpoint.every_n_steps must be a positive"),
-    ("ema.decay=2", r"ema.decay must be in \[0, 1\]"),
-    ("optim.betas=[0.9,1.5]", "optim.betas must be two numbers"),
-    ("divergence.max_loss=0", "divergence.max_loss must be positive"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optim.lr=-1", "optim.lr must be >= 0"),
+        ("checkpoint.every_n_steps=-5", "checkpoint.every_n_steps must be a positive"),
+        ("ema.decay=2", r"ema.decay must be in \[0, 1\]"),
+        ("optim.betas=[0.9,1.5]", "optim.betas must be two numbers"),
+        ("divergence.max_loss=0", "divergence.max_loss must be positive"),
+    ],
+)
 def test_bad_options_fail_in_one_line_before_anything_is_written(train_cfg, tmp_path, override, message):
     with pytest.raises(DitlabError, match=message):
         train(train_cfg(override))
@@ -278,8 +330,8 @@ def test_a_bad_checkpoint_is_refused_in_one_line_before_anything_is_written(smal
 
 
 def test_a_checkpoint_config_imports_nothing_and_resolves_nothing(small_run, tmp_path, monkeypatch):
-    from ditlab.tools import sample as sample_tool
     from ditlab.cli import compose
+    from ditlab.tools import sample as sample_tool
 
     marker = tmp_path / "imported"
     (tmp_path / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
@@ -294,9 +346,14 @@ def test_a_checkpoint_config_imports_nothing_and_resolves_nothing(small_run, tmp
         else:
             evil["config"][group] = value
         torch.save({**ckpt, "ditlab": evil}, tmp_path / f"{name}.ckpt")
-    sample = lambda name, *extra: sample_tool.sample(compose("sample", [  # noqa: E731
-        f"ckpt={tmp_path / name}.ckpt", f"out={tmp_path / 'out'}", "num_samples=2", "batch_size=2", *extra]))
-    with pytest.raises(DitlabError, match=r"names the Python module 'evil_plugin' \(block.module\).*plugins=\[evil_plugin\]"):
+
+    def sample(name, *extra):
+        overrides = [f"ckpt={tmp_path / name}.ckpt", f"out={tmp_path / 'out'}", "num_samples=2", "batch_size=2"]
+        return sample_tool.sample(compose("sample", [*overrides, *extra]))
+
+    with pytest.raises(
+        DitlabError, match=r"names the Python module 'evil_plugin' \(block.module\).*plugins=\[evil_plugin\]"
+    ):
         sample("module")
     with pytest.raises(DitlabError, match=r"names the Python module 'evil_plugin'"):
         train(compose_train(f"ckpt_path={tmp_path / 'module.ckpt'}", output_dir=tmp_path / "resumed"))
@@ -308,20 +365,27 @@ def test_a_checkpoint_config_imports_nothing_and_resolves_nothing(small_run, tmp
     assert marker.exists()
 
 
-@pytest.mark.parametrize("content,message", [
-    ({"images": "u8"}, "has no arr_0 or arr_1"),
-    ({"arr_0": "u8", "arr_1": "short"}, r"arr_1 must hold one integer label per image \(4\)"),
-    ({"arr_0": "float", "arr_1": "labels"}, "arr_0 holds float32 images; expected uint8"),
-    ("text", "is not a readable .npz archive"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"images": "u8"}, "has no arr_0 or arr_1"),
+        ({"arr_0": "u8", "arr_1": "short"}, r"arr_1 must hold one integer label per image \(4\)"),
+        ({"arr_0": "float", "arr_1": "labels"}, "arr_0 holds float32 images; expected uint8"),
+        ("text", "is not a readable .npz archive"),
+    ],
+)
 def test_classify_refuses_bad_sample_files_in_one_line(tmp_path, capsys, content, message):
     import numpy as np
 
     from ditlab.metrics.digits_classifier import main
 
     path = tmp_path / "samples.npz"
-    arrays = {"u8": np.zeros((4, 8, 8, 1), np.uint8), "float": np.zeros((4, 8, 8, 1), np.float32),
-              "labels": np.arange(4), "short": np.arange(3)}
+    arrays = {
+        "u8": np.zeros((4, 8, 8, 1), np.uint8),
+        "float": np.zeros((4, 8, 8, 1), np.float32),
+        "labels": np.arange(4),
+        "short": np.arange(3),
+    }
     if content == "text":
         path.write_text("not an archive")
     else:
@@ -334,12 +398,13 @@ def test_classify_refuses_bad_sample_files_in_one_line(tmp_path, capsys, content
 
 
 def test_sample_archives_are_byte_identical_across_reruns(small_run, tmp_path):
-    from ditlab.tools import sample as sample_tool
     from ditlab.cli import compose
+    from ditlab.tools import sample as sample_tool
 
     for out in ("a", "b"):
-        sample_tool.sample(compose("sample", [f"ckpt={small_run}", f"out={tmp_path / out}", "num_samples=4",
-                                              "batch_size=4"]))
+        sample_tool.sample(
+            compose("sample", [f"ckpt={small_run}", f"out={tmp_path / out}", "num_samples=4", "batch_size=4"])
+        )
         time.sleep(2.1)  # zip timestamps have 2 s resolution
     assert (tmp_path / "a" / "samples.npz").read_bytes() == (tmp_path / "b" / "samples.npz").read_bytes()
     assert (small_run / "samples.npz").read_bytes()[:4] == b"PK\x03\x04"
@@ -364,19 +429,28 @@ class RecordingDDPM(DDPMObjective):
                 f.write(json.dumps({"t": t.tolist(), "noise": float(noise.double().sum())}) + "\\n")
         return super().loss_at(model_fn, x0, t, noise, model_kwargs)
 '''
-DDP = [*EXACT, "trainer=ddp_cpu", "trainer.max_steps=9", "objective.name=recording_ddpm",
-       "+objective.module=recording_objective"]
+DDP = [
+    *EXACT,
+    "trainer=ddp_cpu",
+    "trainer.max_steps=9",
+    "objective.name=recording_ddpm",
+    "+objective.module=recording_objective",
+]
 
 
 def ddp_run(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Popen, Path]:
     (tmp_path / "recording_objective.py").write_text(RECORDING_OBJECTIVE)
     draws = tmp_path / f"{name}_draws"
     draws.mkdir(exist_ok=True)
-    env = {**os.environ, "DRAWS_DIR": str(draws),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DRAWS_DIR": str(draws),
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
     out = tmp_path / name
     script = tmp_path / f"{name}_run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(TESTS)!r})
         from conftest import compose_train
@@ -388,9 +462,16 @@ def ddp_run(tmp_path: Path, name: str, *extra: str) -> tuple[subprocess.Popen, P
             time.sleep(0.3 if self.global_step >= 3 else 0)
         DiffusionModule.optimizer_step = slow_step
         train(compose_train(*{[*DDP, *extra]!r}, output_dir={str(out)!r}))
-    """))
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     return proc, out
 
 
@@ -431,4 +512,4 @@ def test_two_processes_draw_their_own_noise_and_a_preempted_ddp_run_continues_bi
     assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
     assert_same_run(final_state(run), final_state(full), from_step=stopped["steps"])
     resumed = read_draws(tmp_path / "preempted_draws", 1)
-    assert resumed[-(9 - stopped["steps"]):] == draws[1][stopped["steps"]:]  # rank 1 redrew exactly its own draws
+    assert resumed[-(9 - stopped["steps"]) :] == draws[1][stopped["steps"] :]  # rank 1 redrew exactly its own draws

@@ -8,10 +8,10 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from conftest import compose_train, run_cli
 from PIL import Image
 
 import ditlab.tools.sample as sample_tool
-from conftest import compose_train, run_cli
 from ditlab.config import compose
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT
@@ -38,14 +38,17 @@ def load_npz(path):
         return f["arr_0"], f["arr_1"]
 
 
-@pytest.mark.parametrize("run,overrides", [
-    ("ddpm", []),  # the run's own sampler (ddpm, 4 steps in the fast config)
-    ("ddpm", ["sampler=ddim", "sampler.steps=5"]),
-    ("ddpm", ["sampler=dpm_solver", "sampler.steps=5"]),
-    ("ddpm", ["sampler=diffusers", "sampler.steps=5"]),
-    ("flow", []),  # euler
-    ("flow", ["sampler=heun", "sampler.steps=3", "guidance.interval=[0.5,1.0]"]),
-])
+@pytest.mark.parametrize(
+    "run,overrides",
+    [
+        ("ddpm", []),  # the run's own sampler (ddpm, 4 steps in the fast config)
+        ("ddpm", ["sampler=ddim", "sampler.steps=5"]),
+        ("ddpm", ["sampler=dpm_solver", "sampler.steps=5"]),
+        ("ddpm", ["sampler=diffusers", "sampler.steps=5"]),
+        ("flow", []),  # euler
+        ("flow", ["sampler=heun", "sampler.steps=3", "guidance.interval=[0.5,1.0]"]),
+    ],
+)
 def test_writes_grid_npz_and_recipe_for_every_sampler(runs, tmp_path, run, overrides):
     recipe = sample_tool.sample(compose_sample(f"ckpt={runs / run}", f"out={tmp_path / 'out'}", *overrides))
     images, labels = load_npz(tmp_path / "out" / "samples.npz")
@@ -55,8 +58,21 @@ def test_writes_grid_npz_and_recipe_for_every_sampler(runs, tmp_path, run, overr
     assert grid.size[1] > grid.size[0]  # 6 label rows x 2 columns
     on_disk = json.loads((tmp_path / "out" / "samples.json").read_text())
     assert on_disk == recipe
-    for key in ("sampler", "steps", "nfe", "model_calls", "cfg_scale", "cfg_channels", "cfg_interval", "encoder",
-                "precision", "num_samples", "seed", "checkpoint", "weights"):
+    for key in (
+        "sampler",
+        "steps",
+        "nfe",
+        "model_calls",
+        "cfg_scale",
+        "cfg_channels",
+        "cfg_interval",
+        "encoder",
+        "precision",
+        "num_samples",
+        "seed",
+        "checkpoint",
+        "weights",
+    ):
         assert key in on_disk, key
     assert on_disk["checkpoint"].endswith("checkpoints/last.ckpt") and on_disk["weights"] == "ema"
     assert on_disk["cfg_scale"] == 4.0 and on_disk["cfg_channels"] == "all"
@@ -69,8 +85,16 @@ def test_writes_grid_npz_and_recipe_for_every_sampler(runs, tmp_path, run, overr
 def test_fixed_seed_gives_identical_output_and_labels_can_be_chosen(runs, tmp_path):
     arrays = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        sample_tool.sample(compose_sample(f"ckpt={runs / 'ddpm'}", f"out={tmp_path / name}", f"seed={seed}",
-                                          "labels=[3,7]", "num_samples=6", "batch_size=4"))
+        sample_tool.sample(
+            compose_sample(
+                f"ckpt={runs / 'ddpm'}",
+                f"out={tmp_path / name}",
+                f"seed={seed}",
+                "labels=[3,7]",
+                "num_samples=6",
+                "batch_size=4",
+            )
+        )
         arrays[name] = load_npz(tmp_path / name / "samples.npz")
     assert np.array_equal(arrays["a"][0], arrays["b"][0]) and not np.array_equal(arrays["a"][0], arrays["c"][0])
     assert arrays["a"][1].tolist() == [3, 3, 3, 7, 7, 7]
@@ -90,8 +114,16 @@ def test_sampling_streams_one_batch_at_a_time(runs, tmp_path, monkeypatch):
             yield images, labels, nfe
 
     monkeypatch.setattr(sample_tool, "generate", watched_generate)
-    sample_tool.sample(compose_sample(f"ckpt={runs / 'ddpm'}", f"out={tmp_path / 'o'}", "num_samples=40",
-                                      "batch_size=4", "guidance.scale=1", "+sampler.steps=2"))
+    sample_tool.sample(
+        compose_sample(
+            f"ckpt={runs / 'ddpm'}",
+            f"out={tmp_path / 'o'}",
+            "num_samples=40",
+            "batch_size=4",
+            "guidance.scale=1",
+            "+sampler.steps=2",
+        )
+    )
     assert len(alive) == 10 and load_npz(tmp_path / "o" / "samples.npz")[0].shape == (40, 8, 8, 1)
 
 
@@ -143,8 +175,17 @@ def test_official_state_dict_with_first3_guidance(tmp_path):
     torch.manual_seed(0)
     model = DiT(input_size=8, patch_size=4, in_channels=3, out_channels=6, num_classes=10, **model_preset("tiny"))
     torch.save(model.state_dict(), tmp_path / "DiT-tiny-4.pt")
-    args = (f"official={tmp_path / 'DiT-tiny-4.pt'}", "name=DiT-tiny/4", "image_size=8", "num_classes=10",
-            f"out={tmp_path / 'o'}", "num_samples=4", "batch_size=4", "sampler=ddpm", "sampler.steps=3")
+    args = (
+        f"official={tmp_path / 'DiT-tiny-4.pt'}",
+        "name=DiT-tiny/4",
+        "image_size=8",
+        "num_classes=10",
+        f"out={tmp_path / 'o'}",
+        "num_samples=4",
+        "batch_size=4",
+        "sampler=ddpm",
+        "sampler.steps=3",
+    )
     with pytest.raises(DitlabError, match="official DiT checkpoints are latent-space models.*encoder=sd_vae"):
         sample_tool.sample(compose_sample(*args))
     recipe = sample_tool.sample(compose_sample(*args, "encoder=identity", "guidance.channels=first3"))
@@ -153,14 +194,17 @@ def test_official_state_dict_with_first3_guidance(tmp_path):
     assert recipe["objective"]["var_type"] == "learned_range"
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["sampler=euler"], "sampler 'euler' cannot sample a model trained with the 'ddpm' objective"),
-    (["sampler=ddim", "sampler.steps=1001"], "sampler.steps=1001 exceeds the 1000 steps"),
-    (["labels=[10]"], r"labels must be a non-empty list of class ids in \[0, 10\)"),
-    (["ckpt=null"], "give exactly one of ckpt="),
-    (["precision=fp8"], "precision must be one of"),
-    (["sampler=dpm_solver", "sampler.scheduler=X"], None),  # struct mode: not a key of dpm_solver
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["sampler=euler"], "sampler 'euler' cannot sample a model trained with the 'ddpm' objective"),
+        (["sampler=ddim", "sampler.steps=1001"], "sampler.steps=1001 exceeds the 1000 steps"),
+        (["labels=[10]"], r"labels must be a non-empty list of class ids in \[0, 10\)"),
+        (["ckpt=null"], "give exactly one of ckpt="),
+        (["precision=fp8"], "precision must be one of"),
+        (["sampler=dpm_solver", "sampler.scheduler=X"], None),  # struct mode: not a key of dpm_solver
+    ],
+)
 def test_bad_input_is_refused_before_writing(runs, tmp_path, overrides, message):
     if message is None:
         with pytest.raises(Exception, match="scheduler"):
@@ -174,14 +218,23 @@ def test_bad_input_is_refused_before_writing(runs, tmp_path, overrides, message)
 def test_cfg_on_a_model_trained_without_label_dropout_is_refused(tmp_path):
     run = tmp_path / "nodrop"
     train(compose_train("model.class_dropout_prob=0", "guidance.scale=1", "trainer.max_steps=1", output_dir=run))
-    with pytest.raises(DitlabError, match="guidance needs a class-conditional model trained with label dropout.*guidance.scale=1"):
+    with pytest.raises(
+        DitlabError, match="guidance needs a class-conditional model trained with label dropout.*guidance.scale=1"
+    ):
         sample_tool.sample(compose_sample(f"ckpt={run}", f"out={tmp_path / 'o'}"))
     sample_tool.sample(compose_sample(f"ckpt={run}", f"out={tmp_path / 'o'}", "guidance.scale=1"))
 
 
 def test_console_script(runs, tmp_path):
-    ok = run_cli("ditlab-sample", f"ckpt={runs / 'flow'}", f"out={tmp_path / 'o'}", "num_samples=3", "sampler=euler", "sampler.steps=2",
-                 cwd=tmp_path)
+    ok = run_cli(
+        "ditlab-sample",
+        f"ckpt={runs / 'flow'}",
+        f"out={tmp_path / 'o'}",
+        "num_samples=3",
+        "sampler=euler",
+        "sampler.steps=2",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "o" / "samples.json").read_text())["sampler"] == "euler"
     bad = run_cli("ditlab-sample", f"ckpt={runs / 'flow'}", "sampler=ddpm", cwd=tmp_path)

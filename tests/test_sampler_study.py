@@ -4,14 +4,18 @@ import csv
 
 import pytest
 import yaml
-
 from conftest import FAST
+
 from ditlab.errors import DitlabError
 from ditlab.metrics import digits_classifier
 from ditlab.tools.sampler_study import run_study
 
 TRAIN = [o for o in FAST if not o.startswith(("final_samples", "sampler."))] + [
-    "trainer.max_steps=3", "sampler.steps=2", "final_samples.num_samples=10", "final_samples.batch_size=10"]
+    "trainer.max_steps=3",
+    "sampler.steps=2",
+    "final_samples.num_samples=10",
+    "final_samples.batch_size=10",
+]
 
 
 def test_study_trains_once_samples_each_sampler_and_writes_table_and_plot(tmp_path, monkeypatch):
@@ -20,13 +24,23 @@ def test_study_trains_once_samples_each_sampler_and_writes_table_and_plot(tmp_pa
     real_train = digits_classifier.train_digits_classifier
     monkeypatch.setattr(digits_classifier, "train_digits_classifier", lambda res: real_train(res, epochs=1))
     study = {
-        "objectives": ["ddpm", "flow"], "train_overrides": TRAIN, "num_samples": 20, "batch_size": 10, "seed": 0,
-        "sample_overrides": [], "reference": "DDPM-4", "goal": {"max_nfe": 25, "tolerance": 0.05},
+        "objectives": ["ddpm", "flow"],
+        "train_overrides": TRAIN,
+        "num_samples": 20,
+        "batch_size": 10,
+        "seed": 0,
+        "sample_overrides": [],
+        "reference": "DDPM-4",
+        "goal": {"max_nfe": 25, "tolerance": 0.05},
         "samplers": [
             {"label": "DDPM-4", "objective": "ddpm", "overrides": ["sampler=ddpm", "sampler.steps=4"]},
             {"label": "DPM-Solver++-3", "objective": "ddpm", "overrides": ["sampler=dpm_solver", "sampler.steps=3"]},
-            {"label": "flow Heun-2", "objective": "flow", "reference": "flow Heun-2",
-             "overrides": ["sampler=heun", "sampler.steps=2"]},
+            {
+                "label": "flow Heun-2",
+                "objective": "flow",
+                "reference": "flow Heun-2",
+                "overrides": ["sampler=heun", "sampler.steps=2"],
+            },
         ],
     }
     path = tmp_path / "study" / "study.yaml"

@@ -83,9 +83,16 @@ def test_ancestral_ddpm_reproduces_the_data_distribution():
     assert guided.nfe == 250
 
 
-@pytest.mark.parametrize("path,prediction", [
-    ("linear", "velocity"), ("gvp", "velocity"), ("vp", "velocity"), ("linear", "noise"), ("gvp", "score"),
-])
+@pytest.mark.parametrize(
+    "path,prediction",
+    [
+        ("linear", "velocity"),
+        ("gvp", "velocity"),
+        ("vp", "velocity"),
+        ("linear", "noise"),
+        ("gvp", "score"),
+    ],
+)
 def test_flow_ode_samplers_converge_at_their_order(path, prediction):
     objective = FlowObjective(path=path, prediction=prediction)
     euler = {n: run(EulerSampler(steps=n), objective)[1] for n in (10, 40)}
@@ -111,20 +118,28 @@ class CountingNet(nn.Module):
         return torch.zeros_like(x).repeat(1, 2, 1, 1)[:, : self.out_channels]
 
 
-@pytest.mark.parametrize("sampler,objective,calls", [
-    (DDPMSampler(steps=7), DDPMObjective(), 7),
-    (DDIMSampler(steps=7), DDPMObjective(), 7),
-    (DPMSolverSampler(steps=7), DDPMObjective(), 7),
-    (EulerSampler(steps=7), FlowObjective(), 7),
-    (HeunSampler(steps=7), FlowObjective(), 13),
-])
+@pytest.mark.parametrize(
+    "sampler,objective,calls",
+    [
+        (DDPMSampler(steps=7), DDPMObjective(), 7),
+        (DDIMSampler(steps=7), DDPMObjective(), 7),
+        (DPMSolverSampler(steps=7), DDPMObjective(), 7),
+        (EulerSampler(steps=7), FlowObjective(), 7),
+        (HeunSampler(steps=7), FlowObjective(), 13),
+    ],
+)
 def test_nfe_counts_cfg_doubling(sampler, objective, calls):
     net = CountingNet()
     net.out_channels = objective.out_channels(1)
     for scale, per_call in ((1.0, 1), (4.0, 2)):
         guided = GuidedModel(net, pred_channels=1, null_label=10, scale=scale)
-        sampler.sample(guided, objective, torch.randn(3, 1, 2, 2), torch.zeros(3, dtype=torch.long),
-                       torch.Generator().manual_seed(0))
+        sampler.sample(
+            guided,
+            objective,
+            torch.randn(3, 1, 2, 2),
+            torch.zeros(3, dtype=torch.long),
+            torch.Generator().manual_seed(0),
+        )
         assert guided.nfe == per_call * calls == per_call * sampler.describe()["model_calls"]
 
 
@@ -133,16 +148,29 @@ def test_guidance_interval_for_flow_uses_noise_level_one_minus_t():
     net = CountingNet()
     net.out_channels = 1
     guided = GuidedModel(net, pred_channels=1, null_label=10, scale=4.0, interval=[0.5, 1.0])
-    EulerSampler(steps=4).sample(guided, FlowObjective(), torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), None)
+    EulerSampler(steps=4).sample(
+        guided, FlowObjective(), torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), None
+    )
     assert guided.nfe == 3 * 2 + 1
 
 
-@pytest.mark.parametrize("sampler,objective,message", [
-    (DDPMSampler(steps=4), FlowObjective(), r"sampler 'ddpm' cannot sample a model trained with the 'flow' objective.*euler\|heun"),
-    (DPMSolverSampler(steps=4), FlowObjective(), "sampler 'dpm_solver' cannot sample .* 'flow'"),
-    (EulerSampler(steps=4), DDPMObjective(), r"sampler 'euler' cannot sample a model trained with the 'ddpm' objective.*ddim\|ddpm"),
-    (HeunSampler(steps=4), DDPMObjective(), "sampler 'heun' cannot sample"),
-])
+@pytest.mark.parametrize(
+    "sampler,objective,message",
+    [
+        (
+            DDPMSampler(steps=4),
+            FlowObjective(),
+            r"sampler 'ddpm' cannot sample a model trained with the 'flow' objective.*euler\|heun",
+        ),
+        (DPMSolverSampler(steps=4), FlowObjective(), "sampler 'dpm_solver' cannot sample .* 'flow'"),
+        (
+            EulerSampler(steps=4),
+            DDPMObjective(),
+            r"sampler 'euler' cannot sample a model trained with the 'ddpm' objective.*ddim\|ddpm",
+        ),
+        (HeunSampler(steps=4), DDPMObjective(), "sampler 'heun' cannot sample"),
+    ],
+)
 def test_family_mismatch_is_refused(sampler, objective, message):
     with pytest.raises(DitlabError, match=message):
         sampler.check(objective)

@@ -5,20 +5,29 @@ import json
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import FAST, run_cli
+from omegaconf import OmegaConf
+from test_eval_callback import EVAL, SHARED_CACHE
+
 from ditlab.errors import DitlabError
 from ditlab.report.analysis import power_law_fit, spearman
 from ditlab.sweep.jobs import check_sweep_strategy
 from ditlab.training.wandb_offline import offline_run_files, read_offline_run
-from test_eval_callback import EVAL, SHARED_CACHE
 
 
 def test_multirun_grid_with_a_failing_job_then_report(tmp_path):
     # patch 3 does not divide 8: that job fails, the other two still run.
-    res = run_cli("ditlab-train", "-m", *FAST, *EVAL, "logger=wandb", "model.patch_size=2,4,3",
-                  cwd=tmp_path, env={"DITLAB_CACHE": SHARED_CACHE, "WANDB_MODE": "offline"}, timeout=400)
+    res = run_cli(
+        "ditlab-train",
+        "-m",
+        *FAST,
+        *EVAL,
+        "logger=wandb",
+        "model.patch_size=2,4,3",
+        cwd=tmp_path,
+        env={"DITLAB_CACHE": SHARED_CACHE, "WANDB_MODE": "offline"},
+        timeout=400,
+    )
     assert res.returncode == 1, res.stderr[-3000:]
     assert "ditlab: error in sweep job 2" in res.stderr and "2 finished, 1 failed" in res.stderr
     (sweep,) = (tmp_path / "runs" / "multirun").iterdir()
@@ -30,12 +39,18 @@ def test_multirun_grid_with_a_failing_job_then_report(tmp_path):
     runs = [read_offline_run(offline_run_files(j)[0])["run"] for j in jobs[:2]]
     assert all(len(offline_run_files(j)) == 1 for j in jobs[:2])
     assert runs[0]["id"] != runs[1]["id"] and {r["group"] for r in runs} == {sweep.name}
-    assert {r["name"] for r in runs} == {"digits_DiT-tiny-2_adaln_zero_ddpm_seed0", "digits_DiT-tiny-4_adaln_zero_ddpm_seed0"}
+    assert {r["name"] for r in runs} == {
+        "digits_DiT-tiny-2_adaln_zero_ddpm_seed0",
+        "digits_DiT-tiny-4_adaln_zero_ddpm_seed0",
+    }
 
     started = sweep / "9_killed_run"  # a run that started and never wrote a summary
     started.mkdir()
-    (started / "config.yaml").write_text(OmegaConf.to_yaml({"model": {"name": "small", "patch_size": 2},
-                                                             "block": {"name": "adaln"}, "run_name": "killed"}))
+    (started / "config.yaml").write_text(
+        OmegaConf.to_yaml(
+            {"model": {"name": "small", "patch_size": 2}, "block": {"name": "adaln"}, "run_name": "killed"}
+        )
+    )
     res = run_cli("ditlab-report", str(sweep), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "4 runs (2 finished, 1 failed, 1 unfinished)" in res.stdout and "fd_digits" in res.stdout
@@ -52,7 +67,9 @@ def test_multirun_grid_with_a_failing_job_then_report(tmp_path):
     # An existing report is never replaced silently.
     again = run_cli("ditlab-report", str(sweep), cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    assert run_cli("ditlab-report", str(sweep), "--overwrite", "--metric", "digits_accuracy", cwd=tmp_path).returncode == 0
+    assert (
+        run_cli("ditlab-report", str(sweep), "--overwrite", "--metric", "digits_accuracy", cwd=tmp_path).returncode == 0
+    )
 
 
 def test_multi_device_ddp_inside_a_multirun_is_refused_unless_slurm_started_the_tasks(monkeypatch):
@@ -69,13 +86,17 @@ def test_multi_device_ddp_inside_a_multirun_is_refused_unless_slurm_started_the_
     with pytest.raises(DitlabError, match="trainer.devices=4"):
         check_sweep_strategy(OmegaConf.create({"trainer": {"strategy": "auto", "devices": 1}}))
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
-    for ok in ({"strategy": "auto", "devices": 1}, {"strategy": "ddp_spawn", "devices": 2}, {"strategy": "ddp", "devices": 1}):
+    for ok in (
+        {"strategy": "auto", "devices": 1},
+        {"strategy": "ddp_spawn", "devices": 2},
+        {"strategy": "ddp", "devices": 1},
+    ):
         check_sweep_strategy(OmegaConf.create({"trainer": ok}))
 
 
 def test_power_law_fit_and_rank_correlation():
     compute = np.array([1e3, 1e4, 1e5, 1e6])
-    fit = power_law_fit(compute, 50 * compute ** -0.3)
+    fit = power_law_fit(compute, 50 * compute**-0.3)
     assert fit["b"] == pytest.approx(-0.3) and fit["a"] == pytest.approx(50) and fit["r2"] == pytest.approx(1)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([9.0, 7, 8, 1]))["rho"] == pytest.approx(-0.8)
     assert spearman(np.array([1.0, 2]), np.array([2.0, 1])) is None  # too few points to rank

@@ -10,16 +10,19 @@ from ditlab.training.throughput import peak_flops
 from ditlab.training.train import train
 
 
-@pytest.mark.parametrize("name,dtype,matmul,expected", [
-    # Lightning's table has no plain "NVIDIA H200" and quotes its H200 / H100 NVL peaks with 2:4 sparsity.
-    ("NVIDIA H200", torch.bfloat16, "high", 989.4e12),
-    ("NVIDIA H200", torch.float32, "high", 494.7e12),   # fp32 matmuls on TF32 tensor cores
-    ("NVIDIA H200", torch.float32, "highest", 67e12),
-    ("NVIDIA H200 NVL", torch.bfloat16, "high", 835.5e12),
-    ("NVIDIA H100 NVL", torch.bfloat16, "high", 989.4e12),
-    ("NVIDIA H100 80GB HBM3", torch.bfloat16, "high", 989.4e12),  # from Lightning's table (dense already)
-    ("NVIDIA A100-SXM4-80GB", torch.bfloat16, "high", 312e12),
-])
+@pytest.mark.parametrize(
+    "name,dtype,matmul,expected",
+    [
+        # Lightning's table has no plain "NVIDIA H200" and quotes its H200 / H100 NVL peaks with 2:4 sparsity.
+        ("NVIDIA H200", torch.bfloat16, "high", 989.4e12),
+        ("NVIDIA H200", torch.float32, "high", 494.7e12),  # fp32 matmuls on TF32 tensor cores
+        ("NVIDIA H200", torch.float32, "highest", 67e12),
+        ("NVIDIA H200 NVL", torch.bfloat16, "high", 835.5e12),
+        ("NVIDIA H100 NVL", torch.bfloat16, "high", 989.4e12),
+        ("NVIDIA H100 80GB HBM3", torch.bfloat16, "high", 989.4e12),  # from Lightning's table (dense already)
+        ("NVIDIA A100-SXM4-80GB", torch.bfloat16, "high", 312e12),
+    ],
+)
 def test_peak_flops_are_dense_figures_for_the_named_gpu(monkeypatch, name, dtype, matmul, expected):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     previous = torch.get_float32_matmul_precision()
@@ -37,8 +40,13 @@ def test_peak_flops_unknown_on_cpu_points_at_the_override():
 
 
 def test_a_run_logs_and_summarises_throughput(train_cfg, tmp_path):
-    cfg = train_cfg("trainer.max_steps=8", "trainer.log_every_n_steps=2", "callbacks.throughput.warmup_steps=2",
-                    "callbacks.throughput.window=2", "callbacks.throughput.peak_tflops=0.5")
+    cfg = train_cfg(
+        "trainer.max_steps=8",
+        "trainer.log_every_n_steps=2",
+        "callbacks.throughput.warmup_steps=2",
+        "callbacks.throughput.window=2",
+        "callbacks.throughput.peak_tflops=0.5",
+    )
     summary = train(cfg)
     tp = json.loads((tmp_path / "run" / "summary.json").read_text())["throughput"]
     assert tp == summary["throughput"]

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import compose_train
+
 from ditlab.build import build_objective
 from ditlab.errors import DitlabError
 from ditlab.objectives.ddpm import DDPMObjective
@@ -55,11 +55,14 @@ def test_ddpm_objective_trains_with_logit_normal_indices_in_range():
 
 
 @pytest.mark.parametrize("objective", ["ddpm", "flow"])
-@pytest.mark.parametrize("override,message", [
-    ("objective.time_sampling=beta", "unknown time sampling 'beta'; set objective.time_sampling"),
-    ("objective.logit_normal_std=0", "objective.logit_normal_std must be positive"),
-    ("objective.time_shift=-1", "objective.time_shift must be positive"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("objective.time_sampling=beta", "unknown time sampling 'beta'; set objective.time_sampling"),
+        ("objective.logit_normal_std=0", "objective.logit_normal_std must be positive"),
+        ("objective.time_shift=-1", "objective.time_shift must be positive"),
+    ],
+)
 def test_bad_time_options_are_one_line(objective, override, message):
     with pytest.raises(DitlabError, match=message):
         build_objective(compose_train(f"objective={objective}", override).objective)

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import FAST, run_cli
 from omegaconf import OmegaConf
 
-from conftest import FAST, run_cli
 from ditlab.errors import DitlabError
 from ditlab.sweep.torchrun import gpu_slots, job_error, job_problem, torchrun_command
 
@@ -15,11 +15,23 @@ TESTS = str(Path(__file__).resolve().parent)
 
 
 def test_command_is_a_single_run_of_the_job_overrides(tmp_path):
-    cmd = torchrun_command(["model=S", "model.patch_size=2"], tmp_path / "0_run", nproc_per_node=4,
-                           module="ditlab.cli", torchrun_args=["--max-restarts=0"], python="py")
+    cmd = torchrun_command(
+        ["model=S", "model.patch_size=2"],
+        tmp_path / "0_run",
+        nproc_per_node=4,
+        module="ditlab.cli",
+        torchrun_args=["--max-restarts=0"],
+        python="py",
+    )
     assert cmd[:5] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
-    assert cmd[5:] == ["--max-restarts=0", "-m", "ditlab.cli", "model=S", "model.patch_size=2",
-                       f"hydra.run.dir={(tmp_path / '0_run').resolve()}"]
+    assert cmd[5:] == [
+        "--max-restarts=0",
+        "-m",
+        "ditlab.cli",
+        "model=S",
+        "model.patch_size=2",
+        f"hydra.run.dir={(tmp_path / '0_run').resolve()}",
+    ]
     assert "--multirun" not in cmd and cmd.count("-m") == 2  # python -m torch.distributed.run, -m ditlab.cli
 
 
@@ -32,8 +44,16 @@ def test_gpu_slots_are_disjoint_and_too_few_gpus_is_refused():
 
 
 def test_too_few_gpus_stop_the_sweep_with_one_line_before_any_job(tmp_path):
-    res = run_cli("ditlab-train", "-m", "hydra/launcher=torchrun", "hydra.launcher.gpus=[0]", "seed=1,2",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=120)
+    res = run_cli(
+        "ditlab-train",
+        "-m",
+        "hydra/launcher=torchrun",
+        "hydra.launcher.gpus=[0]",
+        "seed=1,2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("ditlab: error: hydra.launcher")
     assert "Traceback" not in res.stderr and not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
 
@@ -49,18 +69,30 @@ def test_errors_are_read_from_the_job_log(tmp_path):
     log.write_text("[rank1]: ditlab: error: data.batch_size=3 (global) is not divisible\nChildFailedError:\n")
     err = job_error(log, 1)
     assert isinstance(err, DitlabError) and str(err) == "data.batch_size=3 (global) is not divisible"
-    log.write_text("Traceback ...\n[rank0]: RuntimeError: CUDA out of memory\ntorch.distributed.elastic.multiprocessing"
-                   ".errors.ChildFailedError: \n")
+    log.write_text(
+        "Traceback ...\n[rank0]: RuntimeError: CUDA out of memory\ntorch.distributed.elastic.multiprocessing"
+        ".errors.ChildFailedError: \n"
+    )
     assert str(job_error(log, 1)).startswith("[rank0]: RuntimeError: CUDA out of memory (torchrun exit status 1")
 
 
 def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_path):
     """Three jobs through the real plugin (discovered by Hydra), two at a time, 2 processes each, on 4
     pretend GPUs; the job module is a probe, so this tests the launcher, not training."""
-    res = run_cli("ditlab-train", "-m", "hydra/launcher=torchrun", "trainer=ddp_cpu", "hydra.launcher.parallel_jobs=2",
-                  "hydra.launcher.gpus=[0,1,2,3]", "hydra.launcher.module=torchrun_probe", "seed=1,2,3",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-                  env={"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}, timeout=400)
+    res = run_cli(
+        "ditlab-train",
+        "-m",
+        "hydra/launcher=torchrun",
+        "trainer=ddp_cpu",
+        "hydra.launcher.parallel_jobs=2",
+        "hydra.launcher.gpus=[0,1,2,3]",
+        "hydra.launcher.module=torchrun_probe",
+        "seed=1,2,3",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])},
+        timeout=400,
+    )
     assert res.returncode == 1, res.stderr[-3000:]
     assert "1 finished, 2 failed" in res.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
@@ -82,9 +114,20 @@ def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_pa
 @pytest.mark.slow  # ~40 s on 2 quiet cores, 2 min loaded; the launcher path is covered by the probe test above
 def test_two_jobs_train_as_two_process_gloo_groups(tmp_path):
     """The real thing on CPU: 2 jobs x 2 gloo processes through torchrun, each a DDP run of ditlab.cli."""
-    res = run_cli("ditlab-train", "-m", "hydra/launcher=torchrun", "trainer=ddp_cpu", "hydra.launcher.gpus=[]",
-                  "hydra.launcher.parallel_jobs=2", *FAST, "data.batch_size=8", "model.patch_size=2,4",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=300)
+    res = run_cli(
+        "ditlab-train",
+        "-m",
+        "hydra/launcher=torchrun",
+        "trainer=ddp_cpu",
+        "hydra.launcher.gpus=[]",
+        "hydra.launcher.parallel_jobs=2",
+        *FAST,
+        "data.batch_size=8",
+        "model.patch_size=2,4",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 finished, 0 failed" in res.stderr
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())

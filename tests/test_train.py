@@ -29,7 +29,9 @@ def test_few_step_run_writes_every_output(train_cfg, tmp_path):
     # Checkpoint: model + EMA + optimizer + step + loader position, loadable with weights_only=True.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 4
-    assert any(k.startswith("ema.") for k in ckpt["state_dict"]) and any(k.startswith("model.") for k in ckpt["state_dict"])
+    assert any(k.startswith("ema.") for k in ckpt["state_dict"]) and any(
+        k.startswith("model.") for k in ckpt["state_dict"]
+    )
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 4
     assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "yielded": 4}]
     assert ckpt["ditlab"]["config"]["model"]["hidden_size"] == 32
@@ -44,8 +46,18 @@ def test_few_step_run_writes_every_output(train_cfg, tmp_path):
     # Summary: what a user needs to compare runs.
     on_disk = json.loads((run / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    for key in ("params", "gflops", "tokens", "steps", "images_seen", "wall_seconds", "final_loss", "seed",
-                "git_commit", "sampling"):
+    for key in (
+        "params",
+        "gflops",
+        "tokens",
+        "steps",
+        "images_seen",
+        "wall_seconds",
+        "final_loss",
+        "seed",
+        "git_commit",
+        "sampling",
+    ):
         assert key in on_disk
     assert on_disk["steps"] == 4 and on_disk["images_seen"] == 4 * 16
     assert on_disk["gflops"] == pytest.approx(on_disk["gflops_closed_form"], rel=1e-6)
@@ -129,16 +141,19 @@ def test_nan_loss_between_logging_steps_never_reaches_a_checkpoint(train_cfg, tm
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.patch_size=3", "patch size 3 does not divide the model input size 8"),
-    ("model.num_heads=3", "not divisible by model.num_heads=3"),
-    ("trainer.max_steps=0", "trainer.max_steps must be a positive"),
-    ("data.batch_size=0", "data.batch_size must be positive"),
-    ("block.name=nope", "unknown block 'nope'; registered: adaln, adaln_zero, cross_attn, in_context"),
-    ("objective.name=nope", "unknown objective 'nope'"),
-    ("ckpt_path=last", "nothing to resume"),
-    ("ckpt_path=/no/such.ckpt", "checkpoint /no/such.ckpt not found"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.patch_size=3", "patch size 3 does not divide the model input size 8"),
+        ("model.num_heads=3", "not divisible by model.num_heads=3"),
+        ("trainer.max_steps=0", "trainer.max_steps must be a positive"),
+        ("data.batch_size=0", "data.batch_size must be positive"),
+        ("block.name=nope", "unknown block 'nope'; registered: adaln, adaln_zero, cross_attn, in_context"),
+        ("objective.name=nope", "unknown objective 'nope'"),
+        ("ckpt_path=last", "nothing to resume"),
+        ("ckpt_path=/no/such.ckpt", "checkpoint /no/such.ckpt not found"),
+    ],
+)
 def test_bad_input_fails_before_any_work(train_cfg, tmp_path, override, message):
     with pytest.raises(DitlabError, match=message):
         train(train_cfg(override))

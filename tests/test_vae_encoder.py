@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny
-
 from conftest import compose_train, run_cli
+from diffusers import AutoencoderKL, AutoencoderTiny
 from latent_artifacts import make_image_folder, make_tiny_vae
+
 from ditlab.build import build_encoder
 from ditlab.encoders.cached import CachedPosteriorEncoder
 from ditlab.encoders.vae import VAEEncoder
@@ -30,8 +30,15 @@ def images(n=3, side=16, seed=0):
 
 def test_sd_vae_loads_with_from_pretrained_and_encodes_like_dit(vae_dir):
     enc = sd_vae(f"encoder.path={vae_dir}")
-    assert enc.describe() == {"name": "sd_vae", "path": str(vae_dir.resolve()), "vae_class": "AutoencoderKL",
-                              "subfolder": None, "scaling_factor": 0.18215, "shift_factor": 0.0, "posterior": "sample"}
+    assert enc.describe() == {
+        "name": "sd_vae",
+        "path": str(vae_dir.resolve()),
+        "vae_class": "AutoencoderKL",
+        "subfolder": None,
+        "scaling_factor": 0.18215,
+        "shift_factor": 0.0,
+        "posterior": "sample",
+    }
     assert enc.latent_shape(3, 16) == (4, 8)
     # Frozen: no gradients, eval mode even after Lightning's model.train().
     assert not any(p.requires_grad for p in enc.parameters())
@@ -58,7 +65,9 @@ def test_describe_rebuilds_the_same_encoder_for_sampling(vae_dir):
     again = build_encoder(enc.describe())
     assert again.describe() == enc.describe() and again.scaling_factor == 0.3
     x = images()
-    torch.testing.assert_close(again.encode(x, torch.Generator().manual_seed(1)), enc.encode(x, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(
+        again.encode(x, torch.Generator().manual_seed(1)), enc.encode(x, torch.Generator().manual_seed(1))
+    )
 
 
 def test_scale_and_shift_come_from_the_vae_config_then_the_fallback(vae_dir, tmp_path):
@@ -76,7 +85,9 @@ def test_scale_and_shift_come_from_the_vae_config_then_the_fallback(vae_dir, tmp
     # Config silent (as sd-vae-ft-ema's config.json): the YAML's fallback, 0.18215.
     silent = tmp_path / "silent"
     shutil.copytree(vae_dir, silent)
-    (silent / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in ("scaling_factor", "shift_factor")}))
+    (silent / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k not in ("scaling_factor", "shift_factor")})
+    )
     enc = sd_vae(f"encoder.path={silent}", "encoder.fallback_scaling_factor=0.25")
     assert (enc.scaling_factor, enc.shift_factor) == (0.25, 0.0)
     assert sd_vae(f"encoder.path={silent}").scaling_factor == 0.18215
@@ -87,8 +98,13 @@ def test_scale_and_shift_come_from_the_vae_config_then_the_fallback(vae_dir, tmp
 
 def test_autoencoder_tiny_works_the_same_way(tmp_path):
     torch.manual_seed(0)
-    AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
-                    num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "taesd")
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(tmp_path / "taesd")
     enc = build_encoder(compose_train("encoder=taesd", f"encoder.path={tmp_path / 'taesd'}").encoder)
     assert enc.vae_class == "AutoencoderTiny" and enc.scaling_factor == 1.0 and enc.latent_shape(3, 16) == (4, 8)
     x = images()
@@ -105,8 +121,10 @@ def test_cached_posteriors_give_the_same_latents_as_encoding_every_step(vae_dir)
     x = images()
     mean, std = enc.posterior(x)
     cached = CachedPosteriorEncoder(enc, has_std=True)
-    torch.testing.assert_close(cached.encode(torch.cat([mean, std], 1), torch.Generator().manual_seed(3)),
-                               enc.encode(x, torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(
+        cached.encode(torch.cat([mean, std], 1), torch.Generator().manual_seed(3)),
+        enc.encode(x, torch.Generator().manual_seed(3)),
+    )
     assert cached.describe() == enc.describe() and cached.latent_shape(3, 16) == (4, 8)
 
 
@@ -125,8 +143,15 @@ def test_bad_inputs_name_the_option(vae_dir):
 def test_offline_hub_id_fails_in_one_line_naming_the_id_and_option(tmp_path):
     root = tmp_path / "images"
     make_image_folder(root, per_class=1, corrupt=False)
-    res = run_cli("ditlab-train", "data=imagefolder", f"data.root={root}", "encoder=sd_vae",
-                  "encoder.path=ditlab-tests/no-such-vae", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    res = run_cli(
+        "ditlab-train",
+        "data=imagefolder",
+        f"data.root={root}",
+        "encoder=sd_vae",
+        "encoder.path=ditlab-tests/no-such-vae",
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     last = [line for line in res.stderr.splitlines() if line.strip()][-1]
     assert last.startswith("ditlab: error: cannot load the VAE 'ditlab-tests/no-such-vae' (encoder.path)")

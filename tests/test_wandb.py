@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from test_eval_callback import EVAL
 
 from ditlab.errors import DitlabError
 from ditlab.training.train import train
 from ditlab.training.wandb_logger import resolve_mode
 from ditlab.training.wandb_offline import offline_run_files, read_offline_run
-from test_eval_callback import EVAL
 
 
 def test_offline_run_summary_holds_gflops_and_the_metric(train_cfg, tmp_path, monkeypatch):

@@ -11,8 +11,12 @@ args = sys.argv[1:]
 run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
 run_dir.mkdir(parents=True, exist_ok=True)
 rank = int(os.environ["RANK"])
-record = {"args": args, "world_size": int(os.environ["WORLD_SIZE"]), "master_port": os.environ["MASTER_PORT"],
-          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+record = {
+    "args": args,
+    "world_size": int(os.environ["WORLD_SIZE"]),
+    "master_port": os.environ["MASTER_PORT"],
+    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+}
 # seed=1 and seed=2 each wait (up to 60 s) until the other has started: both see the other only if
 # the launcher really runs them side by side, however slowly the machine starts processes.
 seed = next(a.split("=", 1)[1] for a in args if a.startswith("seed="))

@@ -59,8 +59,13 @@ def main() -> None:
     p.add_argument("samples")
     p.add_argument("weights", nargs="?")
     p.add_argument("--real", type=int, default=100)
-    p.add_argument("--only", choices=PARTS, nargs="*", default=list(PARTS),
-                   help="run these parts (separate processes can run them side by side); results merge")
+    p.add_argument(
+        "--only",
+        choices=PARTS,
+        nargs="*",
+        default=list(PARTS),
+        help="run these parts (separate processes can run them side by side); results merge",
+    )
     args = p.parse_args()
     torch.set_num_threads(2)
 
@@ -76,10 +81,14 @@ def main() -> None:
     made = work / "test_made_inception.pth"
     weights = Path(args.weights) if args.weights else (made if made.is_file() else test_made_inception(made, real))
     np.savez(work / "ref.npz", arr_0=real)
-    out: dict = {"num_fake": int(len(fake)), "num_real": int(len(real)), "resolution": int(side),
-                 "weights": "real torch-fidelity file" if args.weights else "test-made (random, BN calibrated)",
-                 "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
-                 "torch_threads": torch.get_num_threads()}
+    out: dict = {
+        "num_fake": int(len(fake)),
+        "num_real": int(len(real)),
+        "resolution": int(side),
+        "weights": "real torch-fidelity file" if args.weights else "test-made (random, BN calibrated)",
+        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+        "torch_threads": torch.get_num_threads(),
+    }
 
     # 1. ditlab-eval: one Inception pass per set for all metrics.
     from ditlab.config import compose
@@ -87,10 +96,18 @@ def main() -> None:
 
     if "ditlab" in args.only:
         t0 = time.time()
-        cfg = compose("evaluate", [f"samples={args.samples}", f"ref={work / 'ref.npz'}", "progress=false",
-                                 f"eval.feature_extractor_weights_path={weights}", "eval.batch_size=50",
-                                 f"eval.is_split_size={len(fake) // 10}",
-                                 "eval.metrics=[fid,sfid,is,precision,recall]"])
+        cfg = compose(
+            "evaluate",
+            [
+                f"samples={args.samples}",
+                f"ref={work / 'ref.npz'}",
+                "progress=false",
+                f"eval.feature_extractor_weights_path={weights}",
+                "eval.batch_size=50",
+                f"eval.is_split_size={len(fake) // 10}",
+                "eval.metrics=[fid,sfid,is,precision,recall]",
+            ],
+        )
         res = evaluate(cfg)
         out["ditlab"] = {k: res[k] for k in ("fid", "sfid", "is", "is_std", "precision", "recall")}
         out["ditlab"]["seconds"] = round(time.time() - t0, 1)
@@ -125,11 +142,26 @@ def main() -> None:
         return finish(out)
     t0 = time.time()
     tf = torch_fidelity.calculate_metrics(
-        input1=Set(fake), input2=Set(real), fid=True, isc=True, prc=True, cuda=False, verbose=False,
-        feature_extractor_weights_path=str(weights), batch_size=50, isc_splits=10, cache=False)
-    out["torch_fidelity"] = {"fid": tf["frechet_inception_distance"], "is": tf["inception_score_mean"],
-                             "is_std": tf["inception_score_std"], "precision": tf["precision"],
-                             "recall": tf["recall"], "seconds": round(time.time() - t0, 1)}
+        input1=Set(fake),
+        input2=Set(real),
+        fid=True,
+        isc=True,
+        prc=True,
+        cuda=False,
+        verbose=False,
+        feature_extractor_weights_path=str(weights),
+        batch_size=50,
+        isc_splits=10,
+        cache=False,
+    )
+    out["torch_fidelity"] = {
+        "fid": tf["frechet_inception_distance"],
+        "is": tf["inception_score_mean"],
+        "is_std": tf["inception_score_std"],
+        "precision": tf["precision"],
+        "recall": tf["recall"],
+        "seconds": round(time.time() - t0, 1),
+    }
     finish(out)
 
 

@@ -9,8 +9,8 @@ temporary is named ``<name>.tmp-<pid>``, so an interrupted writer leaves only fi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 Writer = Callable[[Path], None]  # writes the whole file at the path it is given
 

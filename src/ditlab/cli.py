@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from omegaconf import OmegaConf
@@ -18,12 +19,23 @@ from ditlab.errors import one_line_errors
 from ditlab.extras import require
 from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
-
 # --help lists these groups per command (conf/hydra/help/ditlab.yaml); options that are internal
 # base configs of their group are left out.
 HELP_GROUPS = {
-    "train": ["model", "block", "objective", "sampler", "data", "encoder", "trainer", "logger", "callbacks", "eval",
-              "experiment", "hydra/launcher"],
+    "train": [
+        "model",
+        "block",
+        "objective",
+        "sampler",
+        "data",
+        "encoder",
+        "trainer",
+        "logger",
+        "callbacks",
+        "eval",
+        "experiment",
+        "hydra/launcher",
+    ],
     "sample": ["sampler", "encoder"],
     "export": ["sampler"],
     "extract": ["data", "encoder"],

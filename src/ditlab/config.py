@@ -9,7 +9,8 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from hydra import compose as hydra_compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.initialize import get_gh_backup, restore_gh_from_backup

@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _enabled = True
@@ -43,8 +44,7 @@ def bar(total: int | None = None, desc: str | None = None, unit: str = "it", **k
     """A tqdm bar (use as a context manager, ``update(n)``); disabled when bars are off."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, file=sys.stderr,
-                **kwargs)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, file=sys.stderr, **kwargs)
 
 
 def track(iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "it") -> Iterator[T]:

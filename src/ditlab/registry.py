@@ -18,7 +18,8 @@ Unknown names fail with a message that lists what is registered.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 

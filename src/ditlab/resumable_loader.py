@@ -19,7 +19,8 @@ of ditlab and it restores before Lightning sets the sampler epoch.)
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ class ItemKey(int):
 
     key: tuple[int, int, int]
 
-    def __new__(cls, index: int, seed: int, epoch: int) -> "ItemKey":
+    def __new__(cls, index: int, seed: int, epoch: int) -> ItemKey:
         obj = super().__new__(cls, index)
         obj.key = (int(seed), int(epoch), int(index))
         return obj

@@ -9,7 +9,8 @@ ditlab-sample), so opening someone else's checkpoint never imports anything.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 

@@ -10,14 +10,15 @@ trained and checkpointed with the model; they are not part of the DiT and cost n
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ditlab.registry import Registry
 
-AUX_LOSSES: Registry[type["AuxLoss"]] = Registry("auxiliary loss", "aux")
+AUX_LOSSES: Registry[type[AuxLoss]] = Registry("auxiliary loss", "aux")
 
 
 class AuxLoss(nn.Module):

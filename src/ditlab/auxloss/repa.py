@@ -14,7 +14,8 @@ The encoder sees the pixel images of the batch (before any latent encoder), so R
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -63,8 +64,10 @@ class REPA(AuxLoss):
         self.target_dim = int(probe.shape[1] if probe.dim() == 4 else probe.shape[-1])
         D = model.hidden_size
         self.projector = nn.Sequential(
-            nn.Linear(D, projector_dim), nn.SiLU(),
-            nn.Linear(projector_dim, projector_dim), nn.SiLU(),
+            nn.Linear(D, projector_dim),
+            nn.SiLU(),
+            nn.Linear(projector_dim, projector_dim),
+            nn.SiLU(),
             nn.Linear(projector_dim, self.target_dim),
         )
         for layer in self.projector:
@@ -93,14 +96,22 @@ class REPA(AuxLoss):
 
     def add_to(self, terms: dict[str, torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._hidden is None:
-            raise DitlabError(f"REPA saw no output of block {self.depth}: the objective did not run the model inside watch()")
+            raise DitlabError(
+                f"REPA saw no output of block {self.depth}: the objective did not run the model inside watch()"
+            )
         repa = self.alignment(self._hidden, images)
         self._hidden = None
         return {**terms, "loss": terms["loss"] + self.weight * repa, "repa": repa}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "encoder": self.target.name, "depth": self.depth, "weight": self.weight,
-                "target_dim": self.target_dim, "projector_params": sum(p.numel() for p in self.projector.parameters())}
+        return {
+            "name": self.name,
+            "encoder": self.target.name,
+            "depth": self.depth,
+            "weight": self.weight,
+            "target_dim": self.target_dim,
+            "projector_params": sum(p.numel() for p in self.projector.parameters()),
+        }
 
     def cost(self) -> dict[str, float]:
         """Forward Gflops (MACs) per training image: the projector on every token, the encoder once."""

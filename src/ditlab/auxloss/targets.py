@@ -16,7 +16,7 @@ An encoder's output may be tokens (N, L, F), a feature map (N, F, h, w) or one v
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -36,10 +36,19 @@ class FrozenTarget:
     grey images are repeated to the ``channels`` the encoder takes.
     """
 
-    def __init__(self, module: nn.Module, extract: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-                 name: str, resolution: int | None, preprocess: str, channels: int | None):
+    def __init__(
+        self,
+        module: nn.Module,
+        extract: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        name: str,
+        resolution: int | None,
+        preprocess: str,
+        channels: int | None,
+    ):
         if preprocess not in ("imagenet", "none"):
-            raise DitlabError(f"unknown encoder preprocessing '{preprocess}'; set aux.encoder_preprocess to imagenet or none")
+            raise DitlabError(
+                f"unknown encoder preprocessing '{preprocess}'; set aux.encoder_preprocess to imagenet or none"
+            )
         self.module = module.eval().requires_grad_(False)
         self.extract, self.name = extract, name
         self.resolution, self.preprocess, self.channels = resolution, preprocess, channels
@@ -72,10 +81,14 @@ def to_grid_tokens(features: torch.Tensor, grid: int) -> torch.Tensor:
             return features
         side = int(round(length**0.5))
         if side * side != length:
-            raise DitlabError(f"the REPA encoder gave {length} tokens, not a square grid; use an encoder with patch tokens")
+            raise DitlabError(
+                f"the REPA encoder gave {length} tokens, not a square grid; use an encoder with patch tokens"
+            )
         features = features.transpose(1, 2).reshape(n, dim, side, side)
     if features.dim() != 4:
-        raise DitlabError(f"the REPA encoder output has shape {tuple(features.shape)}; expected (N, L, F), (N, F, h, w) or (N, F)")
+        raise DitlabError(
+            f"the REPA encoder output has shape {tuple(features.shape)}; expected (N, L, F), (N, F, h, w) or (N, F)"
+        )
     if features.shape[-1] >= grid:
         features = F.adaptive_avg_pool2d(features, grid)
     else:
@@ -83,16 +96,30 @@ def to_grid_tokens(features: torch.Tensor, grid: int) -> torch.Tensor:
     return features.flatten(2).transpose(1, 2)
 
 
-def build_target(spec: str, resolution: int | None, preprocess: str | None, cache_dir: str, data_resolution: int) -> FrozenTarget:
+def build_target(
+    spec: str, resolution: int | None, preprocess: str | None, cache_dir: str, data_resolution: int
+) -> FrozenTarget:
     if spec.startswith("dinov2_"):
         module = _hub_dinov2(spec)
-        return FrozenTarget(module, lambda m, x: m.forward_features(x)["x_norm_patchtokens"], spec,
-                            224 if resolution is None else resolution, preprocess or "imagenet", 3)
+        return FrozenTarget(
+            module,
+            lambda m, x: m.forward_features(x)["x_norm_patchtokens"],
+            spec,
+            224 if resolution is None else resolution,
+            preprocess or "imagenet",
+            3,
+        )
     if spec.startswith("timm:"):
         module = _timm(spec[5:])
         prefix = int(getattr(module, "num_prefix_tokens", 0))
-        return FrozenTarget(module, lambda m, x: _drop_prefix(m.forward_features(x), prefix), spec,
-                            resolution, preprocess or "imagenet", 3)
+        return FrozenTarget(
+            module,
+            lambda m, x: _drop_prefix(m.forward_features(x), prefix),
+            spec,
+            resolution,
+            preprocess or "imagenet",
+            3,
+        )
     if spec == "digits":
         from ditlab.metrics.digits_classifier import load_digits_classifier
 

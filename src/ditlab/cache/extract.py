@@ -62,8 +62,16 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
         "listing_sha256": _listing_hash(dataset.samples, data.root),
         "crop": "adm_center",
     }
-    plan = mf.make_plan(source, data.resolution, data.channels, encoder.describe(), (channels, side, side),
-                        str(cfg.dtype), probe_std is not None, int(cfg.shard_size))
+    plan = mf.make_plan(
+        source,
+        data.resolution,
+        data.channels,
+        encoder.describe(),
+        (channels, side, side),
+        str(cfg.dtype),
+        probe_std is not None,
+        int(cfg.shard_size),
+    )
     manifest = _open_cache(cache_dir, plan)
     if manifest.get("complete"):
         damaged = [s["file"] for s in plan["shards"] if shard_meta(cache_dir / s["file"]) is None]
@@ -74,15 +82,26 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
         mf.write_manifest(cache_dir, plan)  # incomplete until they are redone: no run trains on it meanwhile
 
     mine = [k for k in range(len(plan["shards"])) if k % world == rank]
-    log.info("process %d/%d: %d of %d shards, %d images, encoder %s on %s", rank, world, len(mine),
-             len(plan["shards"]), len(dataset), encoder.describe().get("path", encoder.name), device)
+    log.info(
+        "process %d/%d: %d of %d shards, %d images, encoder %s on %s",
+        rank,
+        world,
+        len(mine),
+        len(plan["shards"]),
+        len(dataset),
+        encoder.describe().get("path", encoder.name),
+        device,
+    )
     my_images = sum(plan["shards"][k]["end_index"] - plan["shards"][k]["first_index"] for k in mine)
     with progress.bar(total=my_images, desc=f"extract (rank {rank})", unit="img") as bar:
         for k in mine:
             spec = plan["shards"][k]
             path = cache_dir / spec["file"]
             done = shard_meta(path)
-            if done is not None and (done["first_index"], done["end_index"]) == (spec["first_index"], spec["end_index"]):
+            if done is not None and (done["first_index"], done["end_index"]) == (
+                spec["first_index"],
+                spec["end_index"],
+            ):
                 log.info("shard %d: kept (finished earlier)", k)
                 bar.update(spec["end_index"] - spec["first_index"])
                 continue
@@ -90,8 +109,13 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
             t0 = time.time()
             tensors, meta = _encode_shard(cfg, data, encoder, dataset, spec, device, bar)
             write_shard(path, tensors, meta)
-            log.info("shard %d: %d images in %.1f s%s", k, meta["count"], time.time() - t0,
-                     f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "")
+            log.info(
+                "shard %d: %d images in %.1f s%s",
+                k,
+                meta["count"],
+                time.time() - t0,
+                f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "",
+            )
     return finalize(cache_dir, plan)
 
 
@@ -100,16 +124,26 @@ def finalize(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     metas = [shard_meta(cache_dir / s["file"]) for s in plan["shards"]]
     missing = sum(m is None for m in metas)
     if missing:
-        log.info("%d of %d shards still missing (other processes); the last one to finish completes the manifest",
-                 missing, len(metas))
+        log.info(
+            "%d of %d shards still missing (other processes); the last one to finish completes the manifest",
+            missing,
+            len(metas),
+        )
         return plan
-    manifest = {**plan, "shards": [{**s, "count": m["count"], "skipped": m["skipped"]} for s, m in zip(plan["shards"], metas)]}
+    manifest = {
+        **plan,
+        "shards": [{**s, "count": m["count"], "skipped": m["skipped"]} for s, m in zip(plan["shards"], metas)],
+    }
     manifest["num_latents"] = sum(m["count"] for m in metas)
     manifest["skipped_corrupt"] = sum(len(m["skipped"]) for m in metas)
     manifest["complete"] = True
     mf.write_manifest(cache_dir, manifest)
-    log.info("cache complete: %s (%d latents, %d unreadable images skipped)", cache_dir, manifest["num_latents"],
-             manifest["skipped_corrupt"])
+    log.info(
+        "cache complete: %s (%d latents, %d unreadable images skipped)",
+        cache_dir,
+        manifest["num_latents"],
+        manifest["skipped_corrupt"],
+    )
     return manifest
 
 
@@ -158,7 +192,9 @@ def _open_cache(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:
         if existing.get("complete"):
             return existing
     elif cache_dir.exists() and any(p.name != LOG_DIR for p in cache_dir.iterdir()):
-        raise DitlabError(f"cache_dir={cache_dir} is not empty and holds no {mf.MANIFEST}; choose a new or empty directory")
+        raise DitlabError(
+            f"cache_dir={cache_dir} is not empty and holds no {mf.MANIFEST}; choose a new or empty directory"
+        )
     (cache_dir / "shards").mkdir(parents=True, exist_ok=True)
     mf.write_manifest(cache_dir, plan)  # every process writes the same plan
     return plan

@@ -14,7 +14,7 @@ import lightning as L
 from ditlab.errors import DitlabError
 from ditlab.registry import Registry
 
-DATASETS: Registry[type["ImageDataModule"]] = Registry("dataset", "data")
+DATASETS: Registry[type[ImageDataModule]] = Registry("dataset", "data")
 
 
 class ImageDataModule(L.LightningDataModule):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from ditlab.data.base import DATASETS, ImageDataModule
-from ditlab.resumable_loader import ResumableLoader
 from ditlab.data.sharding import sharded_train_loader
+from ditlab.resumable_loader import ResumableLoader
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -20,10 +20,10 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from ditlab.data.base import DATASETS, ImageDataModule
-from ditlab.resumable_loader import item_generator
 from ditlab.data.sharding import sharded_train_loader
 from ditlab.data.transforms import adm_center_crop, to_model_range
 from ditlab.errors import DitlabError
+from ditlab.resumable_loader import item_generator
 
 log = logging.getLogger("ditlab")
 # What PIL raises for a truncated, corrupt or unsupported file (UnidentifiedImageError is an OSError).
@@ -139,7 +139,9 @@ class ImageFolderDataModule(ImageDataModule):
             raise DitlabError("data.root is not set: pass the image folder, e.g. data.root=/data/imagenet/train")
         self.root = Path(str(root)).expanduser().resolve()
         if not self.root.is_dir():
-            raise DitlabError(f"data.root={root} is not a directory; point it at a folder with one sub-folder per class")
+            raise DitlabError(
+                f"data.root={root} is not a directory; point it at a folder with one sub-folder per class"
+            )
         self.classes = class_folders(self.root)
         if not self.classes:
             raise DitlabError(f"data.root={root} has no class sub-folders (expected root/<class>/<image>)")

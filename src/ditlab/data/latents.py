@@ -66,7 +66,9 @@ class LatentsDataModule(ImageDataModule):
         self.manifest = manifest
         self.resolution = int(manifest["resolution"])
         self.channels = int(manifest["channels"])
-        self.num_classes = resolve_num_classes(num_classes, int(manifest["source"]["num_classes"]), f"the cache {self.cache_dir}")
+        self.num_classes = resolve_num_classes(
+            num_classes, int(manifest["source"]["num_classes"]), f"the cache {self.cache_dir}"
+        )
         self.random_flip = bool(random_flip)
         self.seed = int(seed)
         self.dataset: LatentCacheDataset | None = None
@@ -80,8 +82,11 @@ class LatentsDataModule(ImageDataModule):
                 "pass the encoder options it was extracted with, or extract a new cache"
             )
         if wanted.get("scaling_factor") != self.manifest["scaling_factor"]:
-            log.info("the cache was extracted with scaling factor %s; this run scales by %s (the cache is unscaled)",
-                     self.manifest["scaling_factor"], wanted.get("scaling_factor"))
+            log.info(
+                "the cache was extracted with scaling factor %s; this run scales by %s (the cache is unscaled)",
+                self.manifest["scaling_factor"],
+                wanted.get("scaling_factor"),
+            )
         return CachedPosteriorEncoder(encoder, has_std=bool(self.manifest["has_std"]))
 
     def setup(self, stage: str | None = None) -> None:

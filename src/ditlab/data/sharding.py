@@ -9,13 +9,13 @@ is resumable mid-epoch (:mod:`ditlab.resumable_loader`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
 from ditlab.data.base import ImageDataModule
-from ditlab.resumable_loader import ResumableLoader, ResumableSampler
 from ditlab.errors import DitlabError
+from ditlab.resumable_loader import ResumableLoader, ResumableSampler
 
 
 def process_rank(dm: ImageDataModule) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ditlab.registry import Registry
 
-ENCODERS: Registry[type["LatentEncoder"]] = Registry("encoder", "encoder")
+ENCODERS: Registry[type[LatentEncoder]] = Registry("encoder", "encoder")
 
 
 class LatentEncoder(nn.Module):
@@ -49,7 +49,7 @@ class LatentEncoder(nn.Module):
         """Identity and scaling of the encoder, stored in checkpoints and summaries."""
         return {"name": self.name}
 
-    def train(self, mode: bool = True) -> "LatentEncoder":
+    def train(self, mode: bool = True) -> LatentEncoder:
         # Always frozen: Lightning's model.train() must not switch the encoder to training mode.
         return super().train(False)
 

@@ -124,8 +124,10 @@ def load_vae(path: str, vae_class: str, subfolder: str | None) -> torch.nn.Modul
     import diffusers  # lazy for start-up: only VAE encoders need diffusers, and it is slow to import
 
     kwargs = {"subfolder": subfolder, "low_cpu_mem_usage": False}
-    hint = (f"set encoder.path to a local directory holding the VAE's config.json and weights "
-            f"(or download '{path}' once with network access)")
+    hint = (
+        f"set encoder.path to a local directory holding the VAE's config.json and weights "
+        f"(or download '{path}' once with network access)"
+    )
     try:
         if vae_class == "auto":
             try:

@@ -15,8 +15,9 @@ a feature tensor or None, and the ``eval`` options; it returns a value or (value
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -28,16 +29,16 @@ from ditlab.registry import Registry
 
 class FakeFeatures(NamedTuple):
     features: torch.Tensor  # (N, d) float32, in sample order
-    labels: torch.Tensor    # (N,) the labels the samples were drawn for
+    labels: torch.Tensor  # (N,) the labels the samples were drawn for
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    kind: str                 # frechet | kernel | score | accuracy | manifold | anything a plugin names
-    extractor: str            # a name in EXTRACTORS
-    output: str               # one of that extractor's outputs
-    fake: str                 # "moments" | "features": what is accumulated over the generated samples
-    real: str | None          # None | "moments" | "features": what the reference set must provide
+    kind: str  # frechet | kernel | score | accuracy | manifold | anything a plugin names
+    extractor: str  # a name in EXTRACTORS
+    output: str  # one of that extractor's outputs
+    fake: str  # "moments" | "features": what is accumulated over the generated samples
+    real: str | None  # None | "moments" | "features": what the reference set must provide
     lower_is_better: bool
     compute: Callable[[Any, Any, dict[str, Any]], float | tuple[float, float]]
 
@@ -55,8 +56,10 @@ def _kernel(fake: FakeFeatures, real: torch.Tensor, opts: dict[str, Any]) -> tup
 
     m = int(opts.get("kid_subset_size", 1000))
     if m > min(len(real), len(fake.features)):
-        raise DitlabError(f"eval.kid_subset_size={m} exceeds the {min(len(real), len(fake.features))} samples "
-                          "available to kid; lower it")
+        raise DitlabError(
+            f"eval.kid_subset_size={m} exceeds the {min(len(real), len(fake.features))} samples "
+            "available to kid; lower it"
+        )
     g = torch.Generator().manual_seed(int(opts.get("seed", 0)))
     values = []
     for _ in range(int(opts.get("kid_subsets", 100))):

@@ -36,11 +36,16 @@ class DigitsClassifier(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(64 * 16, self.num_features), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(64 * 16, self.num_features),
+            nn.ReLU(),
         )
         self.head = nn.Linear(self.num_features, 10)
 
@@ -143,22 +148,30 @@ def read_labelled_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             if not hasattr(f, "files"):
-                raise DitlabError(f"{path} holds a single array, not an .npz archive with arr_0 (images) and arr_1 (labels)")
+                raise DitlabError(
+                    f"{path} holds a single array, not an .npz archive with arr_0 (images) and arr_1 (labels)"
+                )
             missing = [k for k in ("arr_0", "arr_1") if k not in f.files]
             if missing:
-                raise DitlabError(f"{path} has no {' or '.join(missing)} (needs arr_0: uint8 images, arr_1: labels; "
-                                  f"it holds {', '.join(f.files) or 'nothing'}); pass a samples.npz from ditlab")
+                raise DitlabError(
+                    f"{path} has no {' or '.join(missing)} (needs arr_0: uint8 images, arr_1: labels; "
+                    f"it holds {', '.join(f.files) or 'nothing'}); pass a samples.npz from ditlab"
+                )
             images, labels = f["arr_0"], f["arr_1"]
     except DitlabError:
         raise
     except Exception as e:  # noqa: BLE001 - not a zip, truncated, pickled objects: one line
-        raise DitlabError(f"{path} is not a readable .npz archive ({type(e).__name__}: {str(e)[:100]}); pass a "
-                          "samples.npz written by ditlab-train or ditlab-sample") from None
+        raise DitlabError(
+            f"{path} is not a readable .npz archive ({type(e).__name__}: {str(e)[:100]}); pass a "
+            "samples.npz written by ditlab-train or ditlab-sample"
+        ) from None
     if images.dtype != np.uint8:
         raise DitlabError(f"{path}: arr_0 holds {images.dtype} images; expected uint8 in [0, 255] (ADM layout)")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
-        raise DitlabError(f"{path}: arr_1 must hold one integer label per image ({len(images)}), got "
-                          f"{labels.dtype} of shape {labels.shape}")
+        raise DitlabError(
+            f"{path}: arr_1 must hold one integer label per image ({len(images)}), got "
+            f"{labels.dtype} of shape {labels.shape}"
+        )
     return images, labels
 
 
@@ -185,7 +198,9 @@ def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str |
     metric = FrechetInceptionDistance(feature=DigitsFeatureExtractor(net), normalize=False)
     for images, real_flag in ((real, True), (fake, False)):
         for i in range(0, len(images), 500):
-            metric.update(torch.from_numpy(np.ascontiguousarray(images[i : i + 500])).permute(0, 3, 1, 2), real=real_flag)
+            metric.update(
+                torch.from_numpy(np.ascontiguousarray(images[i : i + 500])).permute(0, 3, 1, 2), real=real_flag
+            )
     return float(metric.compute())
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,10 +31,10 @@ WEIGHTS_KEY = "eval.feature_extractor_weights_path"
 class Extractor:
     """A network that maps uint8 ``(N, C, H, W)`` images to named feature sets in one pass."""
 
-    name: str                       # its registry name, e.g. "inception"
-    net: nn.Module                  # uint8 images -> {output name: (N, width) float tensor}
-    outputs: dict[str, int]         # output name -> width, e.g. {"pool": 2048, "spatial": 2023, "logits": 1008}
-    rgb: bool                       # wants 3 channels (grey images are repeated)
+    name: str  # its registry name, e.g. "inception"
+    net: nn.Module  # uint8 images -> {output name: (N, width) float tensor}
+    outputs: dict[str, int]  # output name -> width, e.g. {"pool": 2048, "spatial": 2023, "logits": 1008}
+    rgb: bool  # wants 3 channels (grey images are repeated)
     identity: dict[str, Any] = field(default_factory=dict)  # part of the real-statistics cache key
 
 
@@ -73,7 +74,9 @@ def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ModuleNotFoundError as e:  # torch-fidelity missing
-        raise DitlabError(f"fid/sfid/kid/is/precision/recall need torch-fidelity ({e}); pip install torch-fidelity") from None
+        raise DitlabError(
+            f"fid/sfid/kid/is/precision/recall need torch-fidelity ({e}); pip install torch-fidelity"
+        ) from None
     path = None
     if weights_path:
         path = Path(str(weights_path)).expanduser()
@@ -82,7 +85,9 @@ def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
         try:  # torch-fidelity loads with weights_only=False; only a plain tensor file gets that far
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise DitlabError(f"{WEIGHTS_KEY}={weights_path} is not a plain Inception state dict ({type(e).__name__})") from None
+            raise DitlabError(
+                f"{WEIGHTS_KEY}={weights_path} is not a plain Inception state dict ({type(e).__name__})"
+            ) from None
     try:
         net = NoTrainInceptionV3(
             name="inception-v3-compat",
@@ -124,8 +129,12 @@ def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
         net=_DigitsOutputs(net),
         outputs={"pool": net.num_features, "logits": 10},
         rgb=False,
-        identity={"name": "digits_classifier", "version": CACHE_VERSION, "resolution": int(resolution),
-                  "heldout_accuracy": round(heldout, 6)},
+        identity={
+            "name": "digits_classifier",
+            "version": CACHE_VERSION,
+            "resolution": int(resolution),
+            "heldout_accuracy": round(heldout, 6),
+        },
     )
 
 

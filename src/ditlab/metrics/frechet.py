@@ -23,12 +23,12 @@ import torch
 class Moments:
     """Mean and (n − 1)-normalised covariance of a feature set, as in ADM reference batches."""
 
-    mu: torch.Tensor     # (d,) float64
+    mu: torch.Tensor  # (d,) float64
     sigma: torch.Tensor  # (d, d) float64
     count: int
 
     @classmethod
-    def from_sums(cls, total: torch.Tensor, outer: torch.Tensor, count: int) -> "Moments":
+    def from_sums(cls, total: torch.Tensor, outer: torch.Tensor, count: int) -> Moments:
         """From Σ f and Σ f fᵀ over ``count`` vectors (the sums add over shards and processes)."""
         total, outer = total.double(), outer.double()
         mu = total / count
@@ -36,7 +36,7 @@ class Moments:
         return cls(mu, sigma, int(count))
 
     @classmethod
-    def of(cls, features: torch.Tensor | np.ndarray) -> "Moments":
+    def of(cls, features: torch.Tensor | np.ndarray) -> Moments:
         f = torch.as_tensor(np.asarray(features)).double()
         return cls.from_sums(f.sum(0), f.T @ f, len(f))
 
@@ -52,8 +52,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = (torch.as_tensor(np.asarray(m)).double().reshape(-1) for m in (mu1, mu2))
     s1, s2 = (torch.as_tensor(np.asarray(s)).double() for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
-        raise ValueError(f"shape mismatch: mu {tuple(mu1.shape)} vs {tuple(mu2.shape)}, "
-                         f"sigma {tuple(s1.shape)} vs {tuple(s2.shape)}")
+        raise ValueError(
+            f"shape mismatch: mu {tuple(mu1.shape)} vs {tuple(mu2.shape)}, sigma {tuple(s1.shape)} vs {tuple(s2.shape)}"
+        )
     root1 = _psd_sqrt(s1)
     middle = root1 @ s2 @ root1
     eig = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -37,8 +38,8 @@ DATASET_KEY_FIELDS = ("name", "root", "cache_dir", "resolution", "channels", "nu
 class RealStats:
     """Sufficient statistics of one extractor output over the real images."""
 
-    feature_sum: torch.Tensor           # (d,) float64
-    feature_cov_sum: torch.Tensor       # (d, d) float64, sum of f fᵀ
+    feature_sum: torch.Tensor  # (d,) float64
+    feature_cov_sum: torch.Tensor  # (d, d) float64, sum of f fᵀ
     count: int
     features: torch.Tensor | None = None  # (count, d) float32, only for kernel / manifold metrics
 
@@ -59,8 +60,10 @@ def stats_key(dataset: dict[str, Any], resolution: int, count: int, extractor: E
 def cache_path(cache_dir: str | Path, key: dict[str, Any], output: str, features: bool = False) -> Path:
     key = {**key, "output": output}
     digest = hashlib.sha256(_key_text(key).encode()).hexdigest()[:12]
-    name = (f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_"
-            f"{key['extractor']['name']}_{output}_{digest}")
+    name = (
+        f"{key['dataset'].get('name', 'data')}_r{key['resolution']}_n{key['count']}_"
+        f"{key['extractor']['name']}_{output}_{digest}"
+    )
     return Path(cache_dir) / CACHE_SUBDIR / (name + ("_features.pt" if features else ".pt"))
 
 
@@ -81,14 +84,22 @@ def load_real_stats(cache_dir: str | Path, key: dict[str, Any], needs: dict[str,
 
 
 def compute_real_stats(
-    batches: Iterable[torch.Tensor], extractor: Extractor, device: torch.device | str, needs: dict[str, bool],
+    batches: Iterable[torch.Tensor],
+    extractor: Extractor,
+    device: torch.device | str,
+    needs: dict[str, bool],
     num_images: int | None = None,
 ) -> dict[str, RealStats]:
     """Features of real [-1, 1] image batches, one extractor pass -> statistics of each needed output.
     A bar counts the images (``num_images``: how many this process reads, for its ETA)."""
-    stats = {o: RealStats(torch.zeros(extractor.outputs[o], dtype=torch.float64),
-                          torch.zeros(extractor.outputs[o], extractor.outputs[o], dtype=torch.float64), 0)
-             for o in needs}
+    stats = {
+        o: RealStats(
+            torch.zeros(extractor.outputs[o], dtype=torch.float64),
+            torch.zeros(extractor.outputs[o], extractor.outputs[o], dtype=torch.float64),
+            0,
+        )
+        for o in needs
+    }
     kept: dict[str, list[torch.Tensor]] = {o: [] for o, keep in needs.items() if keep}
     net = extractor.net.to(device).eval()
     with torch.no_grad(), progress_bar(total=num_images, desc=f"real stats ({extractor.name})", unit="img") as bar:

@@ -23,8 +23,10 @@ from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.frechet import Moments
 from ditlab.metrics.suite import MetricSuite, RealSide
 
-ADM_KEYS = {("inception", "pool"): ("mu", "sigma", "activations"),
-            ("inception", "spatial"): ("mu_s", "sigma_s", "activations_s")}
+ADM_KEYS = {
+    ("inception", "pool"): ("mu", "sigma", "activations"),
+    ("inception", "spatial"): ("mu_s", "sigma_s", "activations_s"),
+}
 
 
 def npz_keys(extractor: str, output: str) -> tuple[str, str, str]:
@@ -37,13 +39,20 @@ def _metrics_using(suite: MetricSuite, extractor: str, output: str) -> str:
 
 
 def read_reference(
-    path: str | Path, suite: MetricSuite, *, device: torch.device | str = "cpu", batch_size: int = 250,
-    rank: int = 0, world_size: int = 1,
+    path: str | Path,
+    suite: MetricSuite,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 250,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, dict[str, RealSide]]:
     """The reference side of every metric in ``suite`` from an ADM-layout ``.npz``."""
     path = Path(path)
     if not path.is_file():
-        raise DitlabError(f"reference batch {path} not found; pass an ADM-layout .npz (mu, sigma, mu_s, sigma_s, arr_0)")
+        raise DitlabError(
+            f"reference batch {path} not found; pass an ADM-layout .npz (mu, sigma, mu_s, sigma_s, arr_0)"
+        )
     real: dict[str, dict[str, RealSide]] = {}
     with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
@@ -56,39 +65,58 @@ def read_reference(
                 if acts in keys:
                     side.features = torch.from_numpy(f[acts].astype(np.float32))
                 if mu in keys and sigma in keys:
-                    side.moments = Moments(torch.from_numpy(f[mu]).double(), torch.from_numpy(f[sigma]).double(),
-                                           count or (len(side.features) if side.features is not None else 0))
+                    side.moments = Moments(
+                        torch.from_numpy(f[mu]).double(),
+                        torch.from_numpy(f[sigma]).double(),
+                        count or (len(side.features) if side.features is not None else 0),
+                    )
                 elif side.features is not None:
                     side.moments = Moments.of(side.features)
                 if side.moments is None or (need_features and side.features is None):
                     missing[output] = need_features
                     if "arr_0" not in keys:
-                        want = f"{acts}" if side.moments is not None else f"{mu}+{sigma}" + (f" or {acts}" if not need_features else f" and {acts}")
+                        want = (
+                            f"{acts}"
+                            if side.moments is not None
+                            else f"{mu}+{sigma}" + (f" or {acts}" if not need_features else f" and {acts}")
+                        )
                         raise DitlabError(
                             f"{path} lacks {want} that {_metrics_using(suite, extractor, output)} need, and has no "
                             f"arr_0 images to compute them from; use a reference batch that has them or drop the metric"
                         )
                 sides[output] = side
             if missing:  # one extractor pass over the reference images for everything missing
-                computed = _from_images(f["arr_0"], suite.extractors[extractor], missing, device, batch_size,
-                                        rank, world_size)
+                computed = _from_images(
+                    f["arr_0"], suite.extractors[extractor], missing, device, batch_size, rank, world_size
+                )
                 for output, stats in computed.items():
                     new = stats.side()
-                    sides[output] = RealSide(sides[output].moments or new.moments,
-                                             sides[output].features if sides[output].features is not None else new.features)
+                    sides[output] = RealSide(
+                        sides[output].moments or new.moments,
+                        sides[output].features if sides[output].features is not None else new.features,
+                    )
             real[extractor] = sides
     return real
 
 
-def _from_images(images: np.ndarray, extractor: Extractor, needs: dict[str, bool], device, batch_size: int,
-                 rank: int, world_size: int):
+def _from_images(
+    images: np.ndarray,
+    extractor: Extractor,
+    needs: dict[str, bool],
+    device,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+):
     from ditlab.metrics.real_stats import compute_real_stats, merge_shards
 
     if images.dtype != np.uint8 or images.ndim != 4:
         raise DitlabError(f"reference arr_0 must be uint8 (N, H, W, C) images, got {images.dtype} {images.shape}")
     mine = images[rank::world_size]
-    batches = (torch.from_numpy(mine[i : i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-               for i in range(0, len(mine), batch_size))
+    batches = (
+        torch.from_numpy(mine[i : i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        for i in range(0, len(mine), batch_size)
+    )
     # uint8 -> [-1, 1] -> uint8 is exact under DiT's rule (clamp(127.5 x + 128) truncated), so the
     # network sees the stored pixels.
     stats = compute_real_stats(batches, extractor, device, needs, num_images=len(mine))
@@ -99,8 +127,12 @@ def _from_images(images: np.ndarray, extractor: Extractor, needs: dict[str, bool
     return stats
 
 
-def write_reference(path: str | Path, real: dict[str, dict[str, RealSide]], images: np.ndarray | None = None,
-                    info: dict[str, Any] | None = None) -> Path:
+def write_reference(
+    path: str | Path,
+    real: dict[str, dict[str, RealSide]],
+    images: np.ndarray | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write statistics (and optionally the images as ``arr_0``) in the ADM layout."""
     arrays: dict[str, np.ndarray] = {}
     for extractor, sides in real.items():

@@ -25,8 +25,15 @@ from ditlab.metrics.frechet import Moments
 from ditlab.metrics.images import to_metric_input
 from ditlab.registry import import_plugin
 
-__all__ = ["METRICS", "MetricSpec", "MetricSuite", "RealSide", "check_metric_names", "import_eval_modules",
-           "suite_options"]
+__all__ = [
+    "METRICS",
+    "MetricSpec",
+    "MetricSuite",
+    "RealSide",
+    "check_metric_names",
+    "import_eval_modules",
+    "suite_options",
+]
 
 
 def import_eval_modules(ec: Any) -> None:
@@ -36,7 +43,11 @@ def import_eval_modules(ec: Any) -> None:
 
 
 def suite_options(ec: Any) -> dict[str, Any]:
-    return {k: ec.get(k) for k in ("kid_subsets", "kid_subset_size", "is_split_size", "pr_k", "seed") if ec.get(k) is not None}
+    return {
+        k: ec.get(k)
+        for k in ("kid_subsets", "kid_subset_size", "is_split_size", "pr_k", "seed")
+        if ec.get(k) is not None
+    }
 
 
 @dataclass
@@ -83,8 +94,11 @@ class FeatureState(Metric):
     def one_tensor_per_state(self) -> None:
         # torchmetrics gathers list states element by element; ranks holding different numbers of
         # batches (or none) would wait on each other forever. One (possibly empty) tensor each.
-        empty = {"features": torch.empty(0, self.dim), "labels": torch.empty(0, dtype=torch.long),
-                 "index": torch.empty(0, dtype=torch.long)}
+        empty = {
+            "features": torch.empty(0, self.dim),
+            "labels": torch.empty(0, dtype=torch.long),
+            "index": torch.empty(0, dtype=torch.long),
+        }
         for name, blank in empty.items():
             value = getattr(self, name)
             if isinstance(value, list):
@@ -97,8 +111,13 @@ class FeatureState(Metric):
 
 
 class MetricSuite(nn.Module):
-    def __init__(self, names: list[str], extractors: dict[str, Extractor], options: dict[str, Any] | None = None,
-                 sync: bool = True):
+    def __init__(
+        self,
+        names: list[str],
+        extractors: dict[str, Extractor],
+        options: dict[str, Any] | None = None,
+        sync: bool = True,
+    ):
         super().__init__()
         self.names = check_metric_names(names)
         self.specs: dict[str, MetricSpec] = {n: METRICS.get(n) for n in self.names}
@@ -135,8 +154,12 @@ class MetricSuite(nn.Module):
 
     # ------------------------------------------------------------------ fake side
     @torch.no_grad()
-    def update(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-               index: np.ndarray | torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        index: np.ndarray | torch.Tensor | None = None,
+    ) -> None:
         """A batch of generated uint8 (N, H, W, C) samples, the labels they were asked for and their
         positions in the sample set (default: in the order they arrive)."""
         device = self.device
@@ -179,7 +202,9 @@ class MetricSuite(nn.Module):
                 side = self.real.get(spec.extractor, {}).get(spec.output)
                 real = side.moments if side is not None and spec.real == "moments" else getattr(side, "features", None)
                 if real is None:
-                    raise RuntimeError(f"{name}: the reference statistics for {spec.extractor}/{spec.output} were not loaded")
+                    raise RuntimeError(
+                        f"{name}: the reference statistics for {spec.extractor}/{spec.output} were not loaded"
+                    )
             value = spec.compute(fakes[self._state_key(spec)], real, opts)
             if isinstance(value, tuple):  # (mean, std) of KID / IS
                 out[name], out[f"{name}_std"] = float(value[0]), float(value[1])

@@ -34,7 +34,7 @@ from ditlab.models.layers import Attention, CrossAttention, modulate
 from ditlab.models.options import check_options, make_mlp, make_norm
 from ditlab.registry import Registry
 
-BLOCKS: Registry[type["DiTBlock"]] = Registry("block", "block")
+BLOCKS: Registry[type[DiTBlock]] = Registry("block", "block")
 CONDITIONING_TOKENS = 2  # cond.tokens = [t_emb, y_emb]
 
 

@@ -119,8 +119,10 @@ def from_diffusers(transformer) -> DiT:
     src = transformer.state_dict()
     _check_shared_embedders(src, cfg.num_layers)
     if transformer.transformer_blocks[0].norm1.emb.time_proj.downscale_freq_shift != 0:
-        log.warning("the diffusers transformer uses downscale_freq_shift=1; the ditlab model uses DiT's "
-                    "official timestep frequencies (shift 0), so outputs differ slightly")
+        log.warning(
+            "the diffusers transformer uses downscale_freq_shift=1; the ditlab model uses DiT's "
+            "official timestep frequencies (shift 0), so outputs differ slightly"
+        )
     D = cfg.num_attention_heads * cfg.attention_head_dim
     with torch.device("meta"):  # every tensor is copied from the transformer below
         model = DiT(
@@ -171,8 +173,11 @@ def _check_exportable(model: DiT) -> None:
             f"'{model.block_name}')"
         )
     block = model.blocks[0]
-    if model.position != "sincos" or block.norm_kind != "layernorm" or not hasattr(block.mlp, "fc1") or not isinstance(
-        block.attn.q_norm, nn.Identity
+    if (
+        model.position != "sincos"
+        or block.norm_kind != "layernorm"
+        or not hasattr(block.mlp, "fc1")
+        or not isinstance(block.attn.q_norm, nn.Identity)
     ):
         raise DitlabError(
             "diffusers' DiTTransformer2DModel has the paper's DiT blocks only; export a model trained with the "
@@ -187,7 +192,7 @@ def _check_shared_embedders(src: dict, num_layers: int) -> None:
     e0 = "transformer_blocks.0.norm1.emb."
     for i in range(1, num_layers):
         ei = f"transformer_blocks.{i}.norm1.emb."
-        for key in [k[len(e0):] for k in src if k.startswith(e0)]:
+        for key in [k[len(e0) :] for k in src if k.startswith(e0)]:
             if not torch.equal(src[e0 + key], src[ei + key]):
                 raise DitlabError(
                     f"block {i}'s embedder '{key}' differs from block 0's; ditlab shares one timestep/label "

@@ -14,8 +14,10 @@ folder's transformer as a plain ``DiTTransformer2DModel`` and set
 
 from __future__ import annotations
 
-from diffusers import DiTTransformer2DModel
-from diffusers import ModelMixin  # noqa: F401  (DiffusionPipeline's loader looks the base class up in this module)
+from diffusers import (
+    DiTTransformer2DModel,
+    ModelMixin,  # noqa: F401  (DiffusionPipeline's loader looks the base class up in this module)
+)
 from diffusers.configuration_utils import register_to_config
 
 
@@ -42,12 +44,22 @@ class DitlabDiTTransformer2DModel(DiTTransformer2DModel):
         timestep_downscale_freq_shift: float = 1.0,  # diffusers' value; DiT's is 0 (what ditlab writes)
     ):
         super().__init__(
-            num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
-            in_channels=in_channels, out_channels=out_channels, num_layers=num_layers, dropout=dropout,
-            norm_num_groups=norm_num_groups, attention_bias=attention_bias, sample_size=sample_size,
-            patch_size=patch_size, activation_fn=activation_fn, num_embeds_ada_norm=num_embeds_ada_norm,
-            upcast_attention=upcast_attention, norm_type=norm_type,
-            norm_elementwise_affine=norm_elementwise_affine, norm_eps=norm_eps,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_layers=num_layers,
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+            attention_bias=attention_bias,
+            sample_size=sample_size,
+            patch_size=patch_size,
+            activation_fn=activation_fn,
+            num_embeds_ada_norm=num_embeds_ada_norm,
+            upcast_attention=upcast_attention,
+            norm_type=norm_type,
+            norm_elementwise_affine=norm_elementwise_affine,
+            norm_eps=norm_eps,
         )
         for block in self.transformer_blocks:
             block.norm1.emb.time_proj.downscale_freq_shift = timestep_downscale_freq_shift

@@ -15,10 +15,17 @@ from torch.utils.checkpoint import checkpoint
 
 from ditlab.errors import DitlabError
 from ditlab.models.blocks import BLOCKS, Conditioning
-from ditlab.registry import split_name
-from ditlab.models.layers import Attention, LabelEmbedder, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, modulate
+from ditlab.models.layers import (
+    Attention,
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    get_2d_sincos_pos_embed,
+    modulate,
+)
 from ditlab.models.options import make_norm
 from ditlab.models.rope import RoPE2D
+from ditlab.registry import split_name
 
 POSITIONS = ("sincos", "rope2d")
 BLOCK_OPTION_DEFAULTS = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False}  # DiTBlock's (the paper's)
@@ -27,7 +34,9 @@ BLOCK_OPTION_DEFAULTS = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False}  
 class FinalLayer(nn.Module):
     """LayerNorm (adaLN-modulated by c, or a plain affine LN) then a linear map to p*p*C_out per token."""
 
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True, norm: str = "layernorm"):
+    def __init__(
+        self, hidden_size: int, patch_size: int, out_channels: int, modulated: bool = True, norm: str = "layernorm"
+    ):
         super().__init__()
         self.norm_final = make_norm(norm, hidden_size, affine=not modulated)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
@@ -91,12 +100,16 @@ class DiT(nn.Module):
             self.pos_embed = None
         self.blocks = nn.ModuleList(
             [
-                block_cls(hidden_size, num_heads, mlp_ratio=mlp_ratio, attn_backend=attn_backend, **(block_kwargs or {}))
+                block_cls(
+                    hidden_size, num_heads, mlp_ratio=mlp_ratio, attn_backend=attn_backend, **(block_kwargs or {})
+                )
                 for _ in range(depth)
             ]
         )
         norm = (block_kwargs or {}).get("norm", "layernorm")
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels, block_cls.final_layer_modulation, norm)
+        self.final_layer = FinalLayer(
+            hidden_size, patch_size, self.out_channels, block_cls.final_layer_modulation, norm
+        )
         if position == "rope2d":
             # One shared module (non-persistent tables) set on every self-attention built from the shared
             # layers, whatever the block design, so user blocks get it too.
@@ -170,7 +183,9 @@ class DiT(nn.Module):
         return self.unpatchify(x)  # (N, C_out, H, W)
 
 
-def _validate(input_size: int, patch_size: int, hidden_size: int, num_heads: int, depth: int, attn_backend: str, position: str):
+def _validate(
+    input_size: int, patch_size: int, hidden_size: int, num_heads: int, depth: int, attn_backend: str, position: str
+):
     if patch_size <= 0 or input_size % patch_size:
         raise DitlabError(
             f"patch size {patch_size} does not divide the model input size {input_size}; "

@@ -20,8 +20,9 @@ import logging
 import math
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -90,8 +91,9 @@ def from_official(
             )
     except TypeError as e:
         raise DitlabError(f"bad model option for from_official: {e}") from None
-    check_weights(model, state_dict, source, f"{model_tag(size, patch_size)} (input_size={input_size}, "
-                  f"num_classes={num_classes})")
+    check_weights(
+        model, state_dict, source, f"{model_tag(size, patch_size)} (input_size={input_size}, num_classes={num_classes})"
+    )
     # Every tensor comes from the file (no random init to pay for on XL); pos_embed is the fixed table.
     model = model.to_empty(device="cpu")
     if "pos_embed" not in state_dict:
@@ -170,8 +172,10 @@ def _looks_like_torch_file(path: Path) -> bool:
 
 
 def _unreadable(path: Path, why: str) -> str:
-    return (f"{path} is not a readable PyTorch checkpoint ({why}): the file is damaged, truncated or of another "
-            "format; use another checkpoint (e.g. an earlier checkpoints/step*.ckpt of the run)")
+    return (
+        f"{path} is not a readable PyTorch checkpoint ({why}): the file is damaged, truncated or of another "
+        "format; use another checkpoint (e.g. an earlier checkpoints/step*.ckpt of the run)"
+    )
 
 
 def _refused_global(e: Exception) -> str:
@@ -189,12 +193,12 @@ def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = True, source: st
     """The DiT weights of any supported format, official key names (no prefixes)."""
     if isinstance(ckpt.get("state_dict"), Mapping):  # Lightning: "model."/"ema." prefixed module state
         inner = ckpt["state_dict"]
-        for prefix in (("ema.", "model.") if use_ema else ("model.",)):
-            sd = {k[len(prefix):]: v for k, v in inner.items() if k.startswith(prefix)}
+        for prefix in ("ema.", "model.") if use_ema else ("model.",):
+            sd = {k[len(prefix) :]: v for k, v in inner.items() if k.startswith(prefix)}
             if sd:
                 return sd
         raise DitlabError(f"{source} is a Lightning checkpoint without 'model.'/'ema.' weights")
-    for key in (("ema", "model") if use_ema else ("model",)):
+    for key in ("ema", "model") if use_ema else ("model",):
         if isinstance(ckpt.get(key), Mapping):
             return dict(ckpt[key])
     if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
@@ -206,7 +210,10 @@ def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = True, source: st
 
 
 def model_from_ditlab_checkpoint(
-    ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint", plugins: tuple[str, ...] = (),
+    ckpt: Mapping[str, Any],
+    use_ema: bool = True,
+    source: str = "checkpoint",
+    plugins: tuple[str, ...] = (),
     **model_overrides: Any,
 ) -> DiT:
     """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights."""

@@ -15,7 +15,8 @@ What samplers may use (the whole contract; a sampler touches nothing else):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,7 +25,7 @@ from ditlab.registry import Registry
 if TYPE_CHECKING:
     from ditlab.objectives.gaussian import GaussianDiffusion
 
-OBJECTIVES: Registry[type["Objective"]] = Registry("objective", "objective")
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", "objective")
 
 ModelFn = Callable[..., torch.Tensor]
 

@@ -47,17 +47,21 @@ class FlowObjective(Objective):
         path_options: dict | None = None,
     ):
         if prediction not in PREDICTIONS:
-            raise DitlabError(f"unknown flow prediction '{prediction}'; set objective.prediction to one of {PREDICTIONS}")
+            raise DitlabError(
+                f"unknown flow prediction '{prediction}'; set objective.prediction to one of {PREDICTIONS}"
+            )
         if loss_weight not in LOSS_WEIGHTS:
-            raise DitlabError(f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood")
+            raise DitlabError(
+                f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood"
+            )
         self.path = build_path(path, path_module, path_options)
         self.path_options = dict(path_options or {})
         self.prediction = prediction
         self.loss_weight = loss_weight
         self.noise_levels = NoiseLevelSampler(time_sampling, logit_normal_mean, logit_normal_std, time_shift)
         # SiT's ε defaults (transport/__init__.py): VP 1e-5 / 1e-3; noise and score 1e-3; velocity 0.
-        default_train, default_sample = (1e-5, 1e-3) if self.path.name == "vp" else (
-            (0.0, 0.0) if prediction == "velocity" else (1e-3, 1e-3)
+        default_train, default_sample = (
+            (1e-5, 1e-3) if self.path.name == "vp" else ((0.0, 0.0) if prediction == "velocity" else (1e-3, 1e-3))
         )
         self.train_eps = default_train if train_eps is None else float(train_eps)
         self.sample_eps = default_sample if sample_eps is None else float(sample_eps)
@@ -92,7 +96,9 @@ class FlowObjective(Objective):
         x_t, u_t = self.path.plan(tb, noise, data)
         out = model_fn(x_t, t, **model_kwargs)
         if out.shape != data.shape:
-            raise DitlabError(f"the flow objective needs {data.shape[1]} output channels, the model gave {out.shape[1]}")
+            raise DitlabError(
+                f"the flow objective needs {data.shape[1]} output channels, the model gave {out.shape[1]}"
+            )
         if self.prediction == "velocity":
             return {"loss": mean_flat((out - u_t) ** 2)}
         _, drift_var = self.path.drift(x_t, tb)

@@ -124,7 +124,7 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
     # ----------------------------------------------------------------- respacing
-    def respace(self, spec: str | int) -> "GaussianDiffusion":
+    def respace(self, spec: str | int) -> GaussianDiffusion:
         """The chain that keeps ``space_timesteps(T, spec)``; β_new = 1 - ᾱ_i / ᾱ_last."""
         use = set(space_timesteps(self.num_timesteps, spec))
         last_alpha_cumprod = 1.0
@@ -143,14 +143,16 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------ forward process
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start + _extract(
-            self.sqrt_one_minus_alphas_cumprod, t, x_start.shape
-        ) * noise
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        )
 
     def q_posterior_mean_variance(self, x_start, x_t, t):
-        mean = _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start + _extract(
-            self.posterior_mean_coef2, t, x_t.shape
-        ) * x_t
+        mean = (
+            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
+            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+        )
         variance = _extract(self.posterior_variance, t, x_t.shape)
         log_variance = _extract(self.posterior_log_variance_clipped, t, x_t.shape)
         return mean, variance, log_variance
@@ -192,15 +194,17 @@ class GaussianDiffusion:
 
     def predict_xstart(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.mean_type == "eps":
-            return _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - _extract(
-                self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
-            ) * model_output
+            return (
+                _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+                - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * model_output
+            )
         if self.mean_type == "x0":
             return model_output
         # v-prediction: x0 = √ᾱ x_t − √(1−ᾱ) v
-        return _extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t - _extract(
-            self.sqrt_one_minus_alphas_cumprod, t, x_t.shape
-        ) * model_output
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+            - _extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * model_output
+        )
 
     def predict_eps_from_xstart(self, x_t, t, pred_xstart):
         return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / _extract(
@@ -212,9 +216,10 @@ class GaussianDiffusion:
             return noise
         if self.mean_type == "x0":
             return x_start
-        return _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * noise - _extract(
-            self.sqrt_one_minus_alphas_cumprod, t, x_start.shape
-        ) * x_start
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * noise
+            - _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start
+        )
 
     def p_sample(self, model_output, x, t, noise, clip_denoised=False):
         """One ancestral step; ``noise`` is ignored (masked) at t == 0."""
@@ -281,7 +286,9 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise."""
     tensor = next(obj for obj in (mean1, logvar1, mean2, logvar2) if isinstance(obj, torch.Tensor))
     logvar1, logvar2 = [x if isinstance(x, torch.Tensor) else torch.tensor(x).to(tensor) for x in (logvar1, logvar2)]
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + ((mean1 - mean2) ** 2) * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + ((mean1 - mean2) ** 2) * torch.exp(-logvar2)
+    )
 
 
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:

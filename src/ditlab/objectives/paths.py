@@ -20,7 +20,7 @@ from ditlab.errors import DitlabError
 from ditlab.registry import Registry, import_plugin
 
 Pair = tuple[torch.Tensor, torch.Tensor]
-PATHS: Registry[type["Path"]] = Registry("flow path", "objective.path")
+PATHS: Registry[type[Path]] = Registry("flow path", "objective.path")
 
 
 class Path:

@@ -12,14 +12,28 @@ from ditlab.report.fits import PowerLawFit, fit_scaling
 
 # Preferred y-axis when --metric is not given: Inception FID first, then the digits feature space.
 METRIC_PREFERENCE = ("fid", "fd_digits", "kid", "kd_digits", "is", "digits_accuracy")
-COLUMNS = ("run", "status", "model", "block", "patch_size", "params", "gflops", "tokens", "steps", "images_seen",
-           "train_compute_gflops", "final_loss", "wall_seconds", "device_hours")
+COLUMNS = (
+    "run",
+    "status",
+    "model",
+    "block",
+    "patch_size",
+    "params",
+    "gflops",
+    "tokens",
+    "steps",
+    "images_seen",
+    "train_compute_gflops",
+    "final_loss",
+    "wall_seconds",
+    "device_hours",
+)
 
 
 def available_metrics(runs: list[Run]) -> list[str]:
     found: list[str] = []
     for run in runs:
-        for key in (run.summary.get("metrics") or {}):
+        for key in run.summary.get("metrics") or {}:
             if key not in found:
                 found.append(key)
     preferred = [m for m in METRIC_PREFERENCE if m in found]

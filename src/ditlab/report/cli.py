@@ -32,8 +32,15 @@ from ditlab.report.predict import FITS, scaling_study
 OUTPUTS = ("report.csv", "report.md", "scaling.json")
 
 
-def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bool = False, holdout: int = 0,
-                 bootstrap: int = 400, at_step: int | None = None) -> dict[str, Any]:
+def build_report(
+    root: Path,
+    out: Path,
+    metric: str | None = None,
+    overwrite: bool = False,
+    holdout: int = 0,
+    bootstrap: int = 400,
+    at_step: int | None = None,
+) -> dict[str, Any]:
     if not root.is_dir():
         raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
     runs = [r for r in collect_runs(root) if not _inside(r.path, out)]
@@ -44,41 +51,63 @@ def build_report(root: Path, out: Path, metric: str | None = None, overwrite: bo
         runs, left = as_of_step(runs, at_step)
         left_out = [r.name for r in left]
         if not runs:
-            raise DitlabError(f"--at-step {at_step}: no run has an evaluation at step {at_step} (eval/metrics.jsonl); "
-                              "pick a step at which the runs were evaluated")
+            raise DitlabError(
+                f"--at-step {at_step}: no run has an evaluation at step {at_step} (eval/metrics.jsonl); "
+                "pick a step at which the runs were evaluated"
+            )
     metrics = available_metrics(runs)
     if metric is not None and metric not in metrics:
         raise DitlabError(f"--metric {metric} is in no run's summary; available: {', '.join(metrics) or 'none'}")
     if bootstrap < 0:
         raise DitlabError(f"--bootstrap {bootstrap}: give a number of resamples (0: no intervals)")
     metric = metric or (metrics[0] if metrics else None)
-    plots = ({"gflops": f"gflops_vs_{metric}.png", "compute": f"compute_vs_{metric}.png",
-              "frontier": f"frontier_{metric}.png", "hours": f"hours_vs_{metric}.png"} if metric else {})
+    plots = (
+        {
+            "gflops": f"gflops_vs_{metric}.png",
+            "compute": f"compute_vs_{metric}.png",
+            "frontier": f"frontier_{metric}.png",
+            "hours": f"hours_vs_{metric}.png",
+        }
+        if metric
+        else {}
+    )
     targets = [out / name for name in (*OUTPUTS, *plots.values())]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
-        raise DitlabError(f"{existing[0]} already exists; pass --overwrite to replace the report or --out to write elsewhere")
+        raise DitlabError(
+            f"{existing[0]} already exists; pass --overwrite to replace the report or --out to write elsewhere"
+        )
     if holdout and not metric:
         raise DitlabError("--holdout needs a metric, and no run has one (train with eval=digits or eval=inception)")
-    study = (scaling_study(runs, metric, lower_is_better(runs, metric), holdout=holdout, bootstrap=bootstrap)
-             if metric else None)  # before anything is written: a bad --holdout loses nothing
+    study = (
+        scaling_study(runs, metric, lower_is_better(runs, metric), holdout=holdout, bootstrap=bootstrap)
+        if metric
+        else None
+    )  # before anything is written: a bad --holdout loses nothing
     out.mkdir(parents=True, exist_ok=True)
 
     rows = table_rows(runs, metrics)
     _write_csv(out / "report.csv", rows)
-    result: dict[str, Any] = {"runs": len(runs), "metric": metric, "out": str(out), "at_step": at_step,
-                              "left_out": left_out,
-                              "status": {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "unfinished")}}
+    result: dict[str, Any] = {
+        "runs": len(runs),
+        "metric": metric,
+        "out": str(out),
+        "at_step": at_step,
+        "left_out": left_out,
+        "status": {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "unfinished")},
+    }
     if study is not None:
         x, y, _ = points(runs, "gflops", metric)
         result["spearman_gflops"] = spearman(x, y)
         result["study"] = study.as_dict()
         title = f"{root.name}: {metric} ({'lower' if study.lower_is_better else 'higher'} is better)"
         result["plots"] = {}
-        for key, draw in (("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
-                          ("compute", lambda p: fit_plot(runs, study, "compute", p, title)),
-                          ("frontier", lambda p: frontier_plot(runs, study, p, title)),
-                          ("hours", lambda p: hours_plot(runs, metric, p, title))):  # quality per GPU-hour
+        for key, draw in (
+            ("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
+            ("compute", lambda p: fit_plot(runs, study, "compute", p, title)),
+            ("frontier", lambda p: frontier_plot(runs, study, p, title)),
+            ("hours", lambda p: hours_plot(runs, metric, p, title)),
+        ):  # quality per GPU-hour
             if draw(out / plots[key]):
                 result["plots"][key] = plots[key]
     (out / "scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -105,42 +134,80 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ditlab-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", help="a sweep folder (runs/multirun/<time>) or any folder of runs")
     parser.add_argument("--metric", help="y-axis metric (default: fid, else fd_digits, else the first found)")
-    parser.add_argument("--holdout", type=int, default=0, metavar="N",
-                        help="fit on all but the N runs with the most training compute and report the error of "
-                             "the fits' predictions for those N")
-    parser.add_argument("--bootstrap", type=int, default=400, metavar="B",
-                        help="bootstrap resamples for the 95%% intervals (default 400; 0: none)")
-    parser.add_argument("--at-step", type=int, metavar="N",
-                        help="compare every run as it was at step N (its evaluation there, from eval/metrics.jsonl), "
-                             "unfinished runs included; runs not evaluated at N are left out")
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit on all but the N runs with the most training compute and report the error of "
+        "the fits' predictions for those N",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=400,
+        metavar="B",
+        help="bootstrap resamples for the 95%% intervals (default 400; 0: none)",
+    )
+    parser.add_argument(
+        "--at-step",
+        type=int,
+        metavar="N",
+        help="compare every run as it was at step N (its evaluation there, from eval/metrics.jsonl), "
+        "unfinished runs included; runs not evaluated at N are left out",
+    )
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = parser.parse_args(argv)
     root = Path(args.dir)
     with one_line_errors():
-        result = build_report(root, Path(args.out) if args.out else root / "report", args.metric, args.overwrite,
-                              args.holdout, args.bootstrap, args.at_step)
+        result = build_report(
+            root,
+            Path(args.out) if args.out else root / "report",
+            args.metric,
+            args.overwrite,
+            args.holdout,
+            args.bootstrap,
+            args.at_step,
+        )
     st = result["status"]
-    print(f"{result['runs']} runs ({st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished)"
-          + (f" as of step {result['at_step']}; left out (not evaluated there): {', '.join(result['left_out']) or 'none'}"
-             if result["at_step"] is not None else ""))
+    print(
+        f"{result['runs']} runs ({st['finished']} finished, {st['failed']} failed, {st['unfinished']} unfinished)"
+        + (
+            f" as of step {result['at_step']}; left out (not evaluated there): {', '.join(result['left_out']) or 'none'}"
+            if result["at_step"] is not None
+            else ""
+        )
+    )
     if result["metric"]:
         metric, study = result["metric"], result["study"]
         rho = result.get("spearman_gflops")
-        print(f"metric: {metric}; Spearman(Gflops, {metric}) = "
-              + (f"{rho['rho']:.3f} (p = {rho['p_value']:.3g}, n = {rho['n']})" if rho else "n/a"))
+        print(
+            f"metric: {metric}; Spearman(Gflops, {metric}) = "
+            + (f"{rho['rho']:.3f} (p = {rho['p_value']:.3g}, n = {rho['n']})" if rho else "n/a")
+        )
         for kind, fit in study["fits"].items():
             if "refused" in fit:
                 print(f"fit vs {FITS[kind]}: {fit['refused']}")
                 continue
             law = (f"{fit['e']:.4g} + " if fit["form"] == "irreducible" else "") + f"{fit['a']:.4g} * x^{fit['b']:.4f}"
             ci = fit["ci"].get("b")
-            print(f"fit vs {FITS[kind]}: {metric} = {law}" + (f", b in [{ci[0]:.3f}, {ci[1]:.3f}] (95%)" if ci else "")
-                  + f", n = {fit['n']}" + "".join(f" [{f}]" for f in fit["flags"]))
+            print(
+                f"fit vs {FITS[kind]}: {metric} = {law}"
+                + (f", b in [{ci[0]:.3f}, {ci[1]:.3f}] (95%)" if ci else "")
+                + f", n = {fit['n']}"
+                + "".join(f" [{f}]" for f in fit["flags"])
+            )
         for row in study["predictions"]:
-            errs = ", ".join(f"{k} fit {p['predicted']:.4g} ({100 * p['rel_error']:+.0f}%)" for k, p in row["fit"].items())
+            errs = ", ".join(
+                f"{k} fit {p['predicted']:.4g} ({100 * p['rel_error']:+.0f}%)" for k, p in row["fit"].items()
+            )
             print(f"held out {row['model']}: actual {row['actual']:.4g}; {errs}")
         if study["frontier_owners"]:
-            print("frontier: " + " -> ".join(f"{o['model']} (C {o['compute_from']:.3g}-{o['compute_to']:.3g})"
-                                             for o in study["frontier_owners"]))
+            print(
+                "frontier: "
+                + " -> ".join(
+                    f"{o['model']} (C {o['compute_from']:.3g}-{o['compute_to']:.3g})" for o in study["frontier_owners"]
+                )
+            )
     print(f"report: {Path(result['out']) / 'report.md'}")

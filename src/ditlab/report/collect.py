@@ -25,8 +25,8 @@ SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "che
 @dataclass
 class Run:
     path: Path
-    name: str                    # path relative to the scanned directory
-    status: str                  # finished | failed | unfinished
+    name: str  # path relative to the scanned directory
+    status: str  # finished | failed | unfinished
     summary: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # eval/metrics.jsonl rows
 
@@ -93,12 +93,23 @@ def as_of_step(runs: list[Run], step: int) -> tuple[list[Run], list[Run]]:
         if run.status == "failed" or row is None or not isinstance(gflops, (int, float)):
             left.append(run)
             continue
-        metrics = {k: v for k, v in row.items()
-                   if k not in HISTORY_META and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: v
+            for k, v in row.items()
+            if k not in HISTORY_META and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         seen = int(row.get("images_seen") or 0)
-        summary = {**run.summary, "status": "finished", "steps": step, "images_seen": seen,
-                   "train_compute_gflops": 3 * gflops * seen, "metrics": metrics, "as_of_step": step,
-                   "final_loss": None, "wall_seconds": None}  # those describe the whole run, not step N
+        summary = {
+            **run.summary,
+            "status": "finished",
+            "steps": step,
+            "images_seen": seen,
+            "train_compute_gflops": 3 * gflops * seen,
+            "metrics": metrics,
+            "as_of_step": step,
+            "final_loss": None,
+            "wall_seconds": None,
+        }  # those describe the whole run, not step N
         kept.append(Run(run.path, run.name, "finished", summary, [h for h in run.history if h.get("step", 0) <= step]))
     return kept, left
 

@@ -74,8 +74,14 @@ def convergence_rows(runs: list[Run], metric: str) -> list[dict[str, Any]]:
         if not history:
             continue
         options = recipe_options(OmegaConf.load(run.path / "config.yaml"))
-        entries.append({"run": run, "history": history, "options": options,
-                        "variant": "+".join(options) if options else "DiT (baseline)"})
+        entries.append(
+            {
+                "run": run,
+                "history": history,
+                "options": options,
+                "variant": "+".join(options) if options else "DiT (baseline)",
+            }
+        )
     rows = []
     for block in sorted({e["run"].summary.get("block") for e in entries}):
         group = [e for e in entries if e["run"].summary.get("block") == block]
@@ -88,17 +94,26 @@ def convergence_rows(runs: list[Run], metric: str) -> list[dict[str, Any]]:
             s = e["run"].summary
             steps = steps_to_reach(e["history"], target) if target is not None else None
             steps_best = steps_to_reach(e["history"], best) if best is not None else None
-            rows.append({
-                "block": block, "variant": e["variant"], "params": s.get("params"), "gflops": s.get("gflops"),
-                "steps": e["history"][-1][0], f"final_{metric}": round(e["history"][-1][1], 2),
-                "best_" + metric: round(min(v for _, v in e["history"]), 2),
-                "digits_accuracy": (s.get("metrics") or {}).get("digits_accuracy"),
-                "steps_to_target": None if steps is None else round(steps, 1),
-                "speedup": None if steps is None or not base_steps else round(base_steps / steps, 2),
-                "steps_to_best": None if steps_best is None else round(steps_best, 1),
-                "speedup_best": None if steps_best is None or not base_best_steps else round(base_best_steps / steps_best, 2),
-                "history": e["history"], "run": e["run"].name,
-            })
+            rows.append(
+                {
+                    "block": block,
+                    "variant": e["variant"],
+                    "params": s.get("params"),
+                    "gflops": s.get("gflops"),
+                    "steps": e["history"][-1][0],
+                    f"final_{metric}": round(e["history"][-1][1], 2),
+                    "best_" + metric: round(min(v for _, v in e["history"]), 2),
+                    "digits_accuracy": (s.get("metrics") or {}).get("digits_accuracy"),
+                    "steps_to_target": None if steps is None else round(steps, 1),
+                    "speedup": None if steps is None or not base_steps else round(base_steps / steps, 2),
+                    "steps_to_best": None if steps_best is None else round(steps_best, 1),
+                    "speedup_best": None
+                    if steps_best is None or not base_best_steps
+                    else round(base_best_steps / steps_best, 2),
+                    "history": e["history"],
+                    "run": e["run"].name,
+                }
+            )
     return rows
 
 
@@ -114,9 +129,17 @@ def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
         for r in (r for r in rows if r["block"] == block):
             steps, values = zip(*r["history"])
             base = r["variant"].startswith("DiT")
-            ax.plot(steps, values, color="black" if base else colors[r["variant"]], lw=2.4 if base else 1.3,
-                    ls="-" if base or r["variant"].count("+") < 2 else "--", label=r["variant"])
-        target = next((r[f"final_{metric}"] for r in rows if r["block"] == block and r["variant"].startswith("DiT")), None)
+            ax.plot(
+                steps,
+                values,
+                color="black" if base else colors[r["variant"]],
+                lw=2.4 if base else 1.3,
+                ls="-" if base or r["variant"].count("+") < 2 else "--",
+                label=r["variant"],
+            )
+        target = next(
+            (r[f"final_{metric}"] for r in rows if r["block"] == block and r["variant"].startswith("DiT")), None
+        )
         if target is not None:
             ax.axhline(target, color="gray", lw=0.8, ls=":")
         ax.set_yscale("log")
@@ -131,8 +154,19 @@ def plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
 
 
 def markdown(rows: list[dict[str, Any]], metric: str) -> str:
-    head = ["design", "variant", "params", "Gflops", f"final {metric}", f"best {metric}", "accuracy",
-            "steps to baseline's final", "speed-up", "steps to baseline's best", "speed-up (best)"]
+    head = [
+        "design",
+        "variant",
+        "params",
+        "Gflops",
+        f"final {metric}",
+        f"best {metric}",
+        "accuracy",
+        "steps to baseline's final",
+        "speed-up",
+        "steps to baseline's best",
+        "speed-up (best)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = "" if r["digits_accuracy"] is None else f"{r['digits_accuracy']:.3f}"
@@ -140,9 +174,11 @@ def markdown(rows: list[dict[str, Any]], metric: str) -> str:
         speed = "—" if r["speedup"] is None else f"{r['speedup']:.2f}×"
         reach_best = "not reached" if r["steps_to_best"] is None else f"{r['steps_to_best']:g}"
         speed_best = "—" if r["speedup_best"] is None else f"{r['speedup_best']:.2f}×"
-        lines.append(f"| {r['block']} | {r['variant']} | {r['params']:,} | {r['gflops']:.5f} | "
-                     f"{r[f'final_{metric}']:.1f} | {r[f'best_{metric}']:.1f} | {acc} | {reach} | {speed} | "
-                     f"{reach_best} | {speed_best} |")
+        lines.append(
+            f"| {r['block']} | {r['variant']} | {r['params']:,} | {r['gflops']:.5f} | "
+            f"{r[f'final_{metric}']:.1f} | {r[f'best_{metric}']:.1f} | {acc} | {reach} | {speed} | "
+            f"{reach_best} | {speed_best} |"
+        )
     return "\n".join(lines) + "\n"
 
 

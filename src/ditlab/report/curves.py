@@ -72,7 +72,7 @@ def write_curves(run_dir: Path, images_per_step: int) -> list[str]:
         if images_per_step > 0:  # the same axis in images seen (constant images per optimizer step)
             top = ax.secondary_xaxis("top", functions=(lambda s: s * images_per_step, lambda i: i / images_per_step))
             top.set_xlabel("images seen")
-    for ax in list(axes.flat)[len(series):]:
+    for ax in list(axes.flat)[len(series) :]:
         ax.set_visible(False)
     fig.suptitle(run_dir.name, fontsize=9)
     fig.tight_layout()

@@ -16,21 +16,21 @@ from typing import Any
 
 import numpy as np
 
-MIN_POINTS = 3               # fewer: refused (no degrees of freedom left for a 2-parameter fit)
-FEW_POINTS = 5               # fewer: the fit is flagged as resting on few points
-MIN_POINTS_IRREDUCIBLE = 5   # the 3-parameter form needs at least 2 degrees of freedom
-BOOTSTRAP = 400            # resamples; the 2.5 / 97.5 percentiles of 400 are stable to a few %
+MIN_POINTS = 3  # fewer: refused (no degrees of freedom left for a 2-parameter fit)
+FEW_POINTS = 5  # fewer: the fit is flagged as resting on few points
+MIN_POINTS_IRREDUCIBLE = 5  # the 3-parameter form needs at least 2 degrees of freedom
+BOOTSTRAP = 400  # resamples; the 2.5 / 97.5 percentiles of 400 are stable to a few %
 
 
 @dataclass
 class PowerLawFit:
     a: float
     b: float
-    e: float                   # irreducible term (0 for the pure power law)
-    form: str                  # "power_law" | "irreducible"
+    e: float  # irreducible term (0 for the pure power law)
+    form: str  # "power_law" | "irreducible"
     n: int
-    r2_log: float | None       # R² of log y
-    rmse_log: float            # root mean square error of log y (0.1 ~ 10 % typical error)
+    r2_log: float | None  # R² of log y
+    rmse_log: float  # root mean square error of log y (0.1 ~ 10 % typical error)
     flags: list[str] = field(default_factory=list)
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95 % bootstrap intervals of a, b, e
     boot: np.ndarray | None = None  # bootstrap parameter draws (a, b, e) rows, for prediction intervals
@@ -57,8 +57,17 @@ class PowerLawFit:
         return f"{y} = {self.e:.4g} + {core}" if self.form == "irreducible" else f"{y} = {core}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "e": self.e, "form": self.form, "n": self.n, "r2_log": self.r2_log,
-                "rmse_log": self.rmse_log, "flags": list(self.flags), "ci": {k: list(v) for k, v in self.ci.items()}}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "e": self.e,
+            "form": self.form,
+            "n": self.n,
+            "r2_log": self.r2_log,
+            "rmse_log": self.rmse_log,
+            "flags": list(self.flags),
+            "ci": {k: list(v) for k, v in self.ci.items()},
+        }
 
 
 def fit_scaling(x: Any, y: Any, form: str = "auto", bootstrap: int = BOOTSTRAP, seed: int = 0) -> PowerLawFit | str:
@@ -68,8 +77,10 @@ def fit_scaling(x: Any, y: Any, form: str = "auto", bootstrap: int = BOOTSTRAP, 
     x, y = x[keep], y[keep]
     distinct = len(np.unique(x))
     if distinct < MIN_POINTS:
-        return (f"no fit: {distinct} distinct point(s); a power law needs at least {MIN_POINTS} "
-                f"(with 2 points any line fits exactly)")
+        return (
+            f"no fit: {distinct} distinct point(s); a power law needs at least {MIN_POINTS} "
+            f"(with 2 points any line fits exactly)"
+        )
     if form == "irreducible" and distinct < MIN_POINTS_IRREDUCIBLE:
         return f"no irreducible-term fit: {distinct} points, it needs at least {MIN_POINTS_IRREDUCIBLE}"
     candidates = [_fit_once(x, y, "power_law")]
@@ -82,10 +93,17 @@ def fit_scaling(x: Any, y: Any, form: str = "auto", bootstrap: int = BOOTSTRAP, 
         candidates = candidates[-1:]
     best = min(candidates, key=lambda c: _aicc(c[1], len(x), 2 if c[0][3] == "power_law" else 3))
     (a, b, e, chosen), rss = best
-    pred = np.log(e + a * x ** b)
+    pred = np.log(e + a * x**b)
     ss_tot = float(((np.log(y) - np.log(y).mean()) ** 2).sum())
-    fit = PowerLawFit(a=a, b=b, e=e, form=chosen, n=len(x), r2_log=1 - rss / ss_tot if ss_tot > 0 else None,
-                      rmse_log=float(np.sqrt(((np.log(y) - pred) ** 2).mean())))
+    fit = PowerLawFit(
+        a=a,
+        b=b,
+        e=e,
+        form=chosen,
+        n=len(x),
+        r2_log=1 - rss / ss_tot if ss_tot > 0 else None,
+        rmse_log=float(np.sqrt(((np.log(y) - pred) ** 2).mean())),
+    )
     dof = len(x) - (2 if chosen == "power_law" else 3)
     fit.residuals = (np.log(y) - pred) * math.sqrt(len(x) / max(dof, 1))
     if len(x) < FEW_POINTS:
@@ -95,24 +113,27 @@ def fit_scaling(x: Any, y: Any, form: str = "auto", bootstrap: int = BOOTSTRAP, 
     return fit
 
 
-def _fit_once(x: np.ndarray, y: np.ndarray, form: str,
-              start: tuple[float, float, float] | None = None) -> tuple[tuple[float, float, float, str], float] | None:
+def _fit_once(
+    x: np.ndarray, y: np.ndarray, form: str, start: tuple[float, float, float] | None = None
+) -> tuple[tuple[float, float, float, str], float] | None:
     """((a, b, e, form), residual sum of squares of log y), or None if the optimiser fails. ``start``:
     (a, b, e) to start the irreducible fit from (the bootstrap starts from the full fit)."""
     lx, ly = np.log(x), np.log(y)
     x0 = float(np.exp(lx.mean()))  # fit in x / x0: a well-conditioned amplitude
     b, log_a0 = np.polyfit(lx - math.log(x0), ly, 1)
     if form == "power_law":
-        a = math.exp(log_a0) * x0 ** -b
+        a = math.exp(log_a0) * x0**-b
         return (a, float(b), 0.0, form), float(((ly - log_a0 - b * (lx - math.log(x0))) ** 2).sum())
     from scipy.optimize import least_squares
 
     ymin = float(y.min())
     if start is not None:
         a_s, b_s, e_s = start
-        starts = [[math.log(a_s * x0 ** b_s), b_s, min(e_s, 0.99 * ymin)]]
+        starts = [[math.log(a_s * x0**b_s), b_s, min(e_s, 0.99 * ymin)]]
     else:  # a few starting floors: the objective is not convex in e
-        starts = [[math.log(max(float(np.exp(log_a0)) - f * ymin, 1e-12 * ymin)), float(b), f * ymin] for f in (0.1, 0.5, 0.9)]
+        starts = [
+            [math.log(max(float(np.exp(log_a0)) - f * ymin, 1e-12 * ymin)), float(b), f * ymin] for f in (0.1, 0.5, 0.9)
+        ]
 
     def resid(p: np.ndarray) -> np.ndarray:
         return np.log(p[2] + np.exp(p[0]) * (x / x0) ** p[1]) - ly
@@ -128,7 +149,7 @@ def _fit_once(x: np.ndarray, y: np.ndarray, form: str,
     if best is None:
         return None
     log_a, b_fit, e = best.x
-    return (math.exp(log_a) * x0 ** -b_fit, float(b_fit), float(e), form), float(2 * best.cost)
+    return (math.exp(log_a) * x0**-b_fit, float(b_fit), float(e), form), float(2 * best.cost)
 
 
 def _aicc(rss: float, n: int, k: int) -> float:

@@ -21,8 +21,8 @@ class CurvePoint:
     compute: float
     value: float
     step: int
-    run: str      # run folder name
-    model: str    # e.g. DiT-small/2 (size × patch)
+    run: str  # run folder name
+    model: str  # e.g. DiT-small/2 (size × patch)
 
 
 def eval_points(runs: list[Run], metric: str) -> list[CurvePoint]:
@@ -35,8 +35,15 @@ def eval_points(runs: list[Run], metric: str) -> list[CurvePoint]:
         for row in run.history:
             value, seen = row.get(metric), row.get("images_seen")
             if _finite(value) and _positive(seen):
-                out.append(CurvePoint(3 * gflops * seen, float(value), int(row.get("step", 0)), run.name,
-                                      str(run.summary.get("model", run.name))))
+                out.append(
+                    CurvePoint(
+                        3 * gflops * seen,
+                        float(value),
+                        int(row.get("step", 0)),
+                        run.name,
+                        str(run.summary.get("model", run.name)),
+                    )
+                )
     return out
 
 
@@ -58,8 +65,18 @@ def frontier_owners(front: list[CurvePoint]) -> list[dict[str, Any]]:
         if spans and spans[-1]["run"] == p.run:
             spans[-1].update(compute_to=p.compute, best=p.value, points=spans[-1]["points"] + 1, step_to=p.step)
         else:
-            spans.append({"run": p.run, "model": p.model, "compute_from": p.compute, "compute_to": p.compute,
-                          "step_from": p.step, "step_to": p.step, "best": p.value, "points": 1})
+            spans.append(
+                {
+                    "run": p.run,
+                    "model": p.model,
+                    "compute_from": p.compute,
+                    "compute_to": p.compute,
+                    "step_from": p.step,
+                    "step_to": p.step,
+                    "best": p.value,
+                    "points": 1,
+                }
+            )
     return spans
 
 

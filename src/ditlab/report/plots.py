@@ -71,15 +71,22 @@ def fit_plot(runs: list[Run], study: Study, kind: str, path: Path, title: str) -
         grid = np.geomspace(x.min(), x.max(), 80)
         band = fit.interval(grid)
         if band is not None:
-            ax.fill_between(grid, band[0], band[1], color="k", alpha=0.12, lw=0, zorder=1,
-                            label="95 % bootstrap band")
-        ax.plot(grid, fit.predict(grid), "k--", lw=1, zorder=2,
-                label=f"fit on {fit.n} runs: {fit.formula(study.metric, 'x')}")
+            ax.fill_between(grid, band[0], band[1], color="k", alpha=0.12, lw=0, zorder=1, label="95 % bootstrap band")
+        ax.plot(
+            grid,
+            fit.predict(grid),
+            "k--",
+            lw=1,
+            zorder=2,
+            label=f"fit on {fit.n} runs: {fit.formula(study.metric, 'x')}",
+        )
         for row in study.predictions:
             pred = row["fit"].get(kind)
             if pred:
                 xi = row["gflops" if kind == "gflops" else "train_compute_gflops"]
-                err = None if pred["lo"] is None else [[pred["predicted"] - pred["lo"]], [pred["hi"] - pred["predicted"]]]
+                err = (
+                    None if pred["lo"] is None else [[pred["predicted"] - pred["lo"]], [pred["hi"] - pred["predicted"]]]
+                )
                 ax.errorbar([xi * 1.04], [pred["predicted"]], yerr=err, fmt="x", color="C3", capsize=3, zorder=4)
         if study.predictions:
             ax.plot([], [], "x", color="C3", label="prediction for held-out runs (open markers)")
@@ -88,8 +95,11 @@ def fit_plot(runs: list[Run], study: Study, kind: str, path: Path, title: str) -
     ax.set_xscale("log")
     if (y > 0).all() and y.max() > 3 * y.min():  # log-log when the values span a real range
         ax.set_yscale("log")
-    xlabel = ("model Gflops per image (forward, log scale)" if kind == "gflops"
-              else "training compute C = Gflops x 3 x images seen (log scale)")
+    xlabel = (
+        "model Gflops per image (forward, log scale)"
+        if kind == "gflops"
+        else "training compute C = Gflops x 3 x images seen (log scale)"
+    )
     _finish(plt, fig, ax, path, xlabel, study.metric, title)
     return True
 

@@ -33,30 +33,36 @@ class Study:
     lower_is_better: bool
     fit_runs: list[Run]
     held_out: list[Run]
-    fits: dict[str, PowerLawFit | str] = field(default_factory=dict)   # a fit, or why there is none
+    fits: dict[str, PowerLawFit | str] = field(default_factory=dict)  # a fit, or why there is none
     predictions: list[dict[str, Any]] = field(default_factory=list)
-    front: list[CurvePoint] = field(default_factory=list)               # over all runs
+    front: list[CurvePoint] = field(default_factory=list)  # over all runs
     owners: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "metric": self.metric, "lower_is_better": self.lower_is_better,
-            "fit_runs": [r.name for r in self.fit_runs], "held_out": [r.name for r in self.held_out],
+            "metric": self.metric,
+            "lower_is_better": self.lower_is_better,
+            "fit_runs": [r.name for r in self.fit_runs],
+            "held_out": [r.name for r in self.held_out],
             "fits": {k: (v.as_dict() if isinstance(v, PowerLawFit) else {"refused": v}) for k, v in self.fits.items()},
-            "predictions": self.predictions, "frontier_owners": self.owners,
+            "predictions": self.predictions,
+            "frontier_owners": self.owners,
         }
 
 
-def scaling_study(runs: list[Run], metric: str, lower_is_better: bool, holdout: int = 0,
-                  bootstrap: int = 400, seed: int = 0) -> Study:
+def scaling_study(
+    runs: list[Run], metric: str, lower_is_better: bool, holdout: int = 0, bootstrap: int = 400, seed: int = 0
+) -> Study:
     _, _, usable = points(runs, "train_compute_gflops", metric)
     usable = [r for r in usable if _num(r.summary.get("gflops"))]
     ordered = sorted(usable, key=lambda r: (r.summary["train_compute_gflops"], r.summary["gflops"]))
     if holdout < 0:
         raise DitlabError(f"--holdout {holdout}: give the number of most expensive runs to hold out (0 or more)")
     if holdout and len(ordered) - holdout < MIN_POINTS:
-        raise DitlabError(f"--holdout {holdout} leaves {len(ordered) - holdout} of {len(ordered)} finished runs with "
-                          f"{metric} to fit; a fit needs at least {MIN_POINTS}: lower --holdout")
+        raise DitlabError(
+            f"--holdout {holdout} leaves {len(ordered) - holdout} of {len(ordered)} finished runs with "
+            f"{metric} to fit; a fit needs at least {MIN_POINTS}: lower --holdout"
+        )
     fit_runs, held = (ordered[:-holdout], ordered[-holdout:]) if holdout else (ordered, [])
     study = Study(metric, lower_is_better, fit_runs, held)
 
@@ -67,15 +73,22 @@ def scaling_study(runs: list[Run], metric: str, lower_is_better: bool, holdout: 
     study.fits["compute"] = fit_scaling(xs(fit_runs, "train_compute_gflops"), y, bootstrap=bootstrap, seed=seed)
     study.fits["gflops"] = fit_scaling(xs(fit_runs, "gflops"), y, bootstrap=bootstrap, seed=seed)
     fit_front = frontier(eval_points(fit_runs, metric), lower_is_better)
-    study.fits["frontier"] = (fit_scaling([p.compute for p in fit_front], [p.value for p in fit_front],
-                                          bootstrap=bootstrap, seed=seed)
-                              if fit_front else "no fit: the fit runs have no eval history (eval.every_n_steps)")
+    study.fits["frontier"] = (
+        fit_scaling([p.compute for p in fit_front], [p.value for p in fit_front], bootstrap=bootstrap, seed=seed)
+        if fit_front
+        else "no fit: the fit runs have no eval history (eval.every_n_steps)"
+    )
     x_of = {"compute": "train_compute_gflops", "gflops": "gflops", "frontier": "train_compute_gflops"}
     for run in held:
         actual = float(run.summary["metrics"][metric])
-        row: dict[str, Any] = {"run": run.name, "model": run.summary.get("model"), "actual": actual,
-                               "train_compute_gflops": run.summary["train_compute_gflops"], "gflops": run.summary["gflops"],
-                               "fit": {}}
+        row: dict[str, Any] = {
+            "run": run.name,
+            "model": run.summary.get("model"),
+            "actual": actual,
+            "train_compute_gflops": run.summary["train_compute_gflops"],
+            "gflops": run.summary["gflops"],
+            "fit": {},
+        }
         for kind, fit in study.fits.items():
             if not isinstance(fit, PowerLawFit):
                 continue
@@ -83,9 +96,14 @@ def scaling_study(runs: list[Run], metric: str, lower_is_better: bool, holdout: 
             pred = float(fit.predict(x))
             band = fit.interval([x], new_run=True)
             lo, hi = (float(band[0][0]), float(band[1][0])) if band else (None, None)
-            row["fit"][kind] = {"predicted": pred, "lo": lo, "hi": hi, "rel_error": (pred - actual) / actual,
-                         "inside": None if lo is None else bool(lo <= actual <= hi),
-                         "extrapolation": x / max(xs(fit_runs, x_of[kind]))}
+            row["fit"][kind] = {
+                "predicted": pred,
+                "lo": lo,
+                "hi": hi,
+                "rel_error": (pred - actual) / actual,
+                "inside": None if lo is None else bool(lo <= actual <= hi),
+                "extrapolation": x / max(xs(fit_runs, x_of[kind])),
+            }
         study.predictions.append(row)
     study.front = frontier(eval_points(runs, metric), lower_is_better)
     study.owners = frontier_owners(study.front)

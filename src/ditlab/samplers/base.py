@@ -17,7 +17,7 @@ from ditlab.objectives.base import Objective
 from ditlab.registry import Registry
 from ditlab.samplers.guidance import GuidedModel
 
-SAMPLERS: Registry[type["Sampler"]] = Registry("sampler", "sampler")
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler", "sampler")
 
 
 class Sampler:
@@ -60,7 +60,9 @@ def check_steps(steps: int, objective: Objective) -> None:
     """A diffusion-family sampler cannot take more steps than the chain the model was trained on."""
     T = objective.diffusion.num_timesteps
     if steps > T:
-        raise DitlabError(f"sampler.steps={steps} exceeds the {T} steps the model was trained with; set sampler.steps <= {T}")
+        raise DitlabError(
+            f"sampler.steps={steps} exceeds the {T} steps the model was trained with; set sampler.steps <= {T}"
+        )
 
 
 def _names_for(family: str) -> list[str]:

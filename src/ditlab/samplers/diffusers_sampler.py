@@ -47,8 +47,10 @@ class DiffusersSampler(Sampler):
         diffusion = objective.diffusion
         cls = getattr(diffusers, self.scheduler, None)
         if cls is None or not hasattr(cls, "set_timesteps"):
-            raise DitlabError(f"sampler.scheduler '{self.scheduler}' is not a diffusers scheduler class, "
-                              "e.g. DPMSolverMultistepScheduler or UniPCMultistepScheduler")
+            raise DitlabError(
+                f"sampler.scheduler '{self.scheduler}' is not a diffusers scheduler class, "
+                "e.g. DPMSolverMultistepScheduler or UniPCMultistepScheduler"
+            )
         try:
             scheduler = cls(
                 num_train_timesteps=diffusion.num_timesteps,
@@ -74,7 +76,11 @@ class DiffusersSampler(Sampler):
         return x
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "scheduler": self.scheduler, **({"options": self.options} if self.options else {})}
+        return {
+            **super().describe(),
+            "scheduler": self.scheduler,
+            **({"options": self.options} if self.options else {}),
+        }
 
 
 @SAMPLERS.register("dpm_solver")

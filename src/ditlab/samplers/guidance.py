@@ -9,7 +9,7 @@ the noise level (0 = data, 1 = pure noise) lies in [lo, hi]; outside it one cond
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

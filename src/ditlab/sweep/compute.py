@@ -19,11 +19,11 @@ from ditlab.errors import DitlabError
 
 @dataclass(frozen=True)
 class ComputePlan:
-    gflops: float                   # forward GMACs per image (the run's summary `gflops`)
-    images_per_step: int            # global batch x gradient accumulation
+    gflops: float  # forward GMACs per image (the run's summary `gflops`)
+    images_per_step: int  # global batch x gradient accumulation
     max_steps: int
     budget_gflops: float | None
-    eval_steps: tuple[int, ...]     # empty: eval.every_n_steps as configured
+    eval_steps: tuple[int, ...]  # empty: eval.every_n_steps as configured
     checkpoint_steps: tuple[int, ...]  # empty: checkpoint.every_n_steps as configured
 
     @property
@@ -48,16 +48,24 @@ def compute_steps(interval: float, gflops: float, images_per_step: int, max_step
     return tuple(steps)
 
 
-def plan_compute(compute_cfg: Any, gflops: float, images_per_step: int, max_steps: int, model: str = "model") -> ComputePlan | None:
+def plan_compute(
+    compute_cfg: Any, gflops: float, images_per_step: int, max_steps: int, model: str = "model"
+) -> ComputePlan | None:
     """The plan for ``cfg.compute`` (None when no option is set); a bad value is one DitlabError line."""
     cc = compute_cfg or {}
-    budget, eval_every, ckpt_every = (cc.get(k) for k in ("budget_gflops", "eval_every_gflops", "checkpoint_every_gflops"))
+    budget, eval_every, ckpt_every = (
+        cc.get(k) for k in ("budget_gflops", "eval_every_gflops", "checkpoint_every_gflops")
+    )
     if budget is None and eval_every is None and ckpt_every is None:
         return None
     if not gflops or gflops <= 0:
         raise DitlabError(f"compute.* needs the model's Gflops, but {model} reports {gflops}")
     step = 3 * gflops * images_per_step
-    for key, value in (("budget_gflops", budget), ("eval_every_gflops", eval_every), ("checkpoint_every_gflops", ckpt_every)):
+    for key, value in (
+        ("budget_gflops", budget),
+        ("eval_every_gflops", eval_every),
+        ("checkpoint_every_gflops", ckpt_every),
+    ):
         if value is not None and not float(value) >= step / 2:
             raise DitlabError(
                 f"compute.{key}={value} is less than half a training step of {model} ({step:.4g} Gflops per step "
@@ -66,8 +74,14 @@ def plan_compute(compute_cfg: Any, gflops: float, images_per_step: int, max_step
     if budget is not None:
         max_steps = nearest_step(float(budget), gflops, images_per_step)
     return ComputePlan(
-        gflops=gflops, images_per_step=images_per_step, max_steps=int(max_steps),
+        gflops=gflops,
+        images_per_step=images_per_step,
+        max_steps=int(max_steps),
         budget_gflops=None if budget is None else float(budget),
-        eval_steps=compute_steps(float(eval_every), gflops, images_per_step, max_steps) if eval_every is not None else (),
-        checkpoint_steps=compute_steps(float(ckpt_every), gflops, images_per_step, max_steps) if ckpt_every is not None else (),
+        eval_steps=compute_steps(float(eval_every), gflops, images_per_step, max_steps)
+        if eval_every is not None
+        else (),
+        checkpoint_steps=compute_steps(float(ckpt_every), gflops, images_per_step, max_steps)
+        if ckpt_every is not None
+        else (),
     )

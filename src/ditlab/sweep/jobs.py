@@ -14,8 +14,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -80,8 +81,11 @@ def record_failure(cfg: DictConfig, error: Exception) -> dict[str, Any]:
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     except OSError as e:
         log.error("could not write %s: %s", path, e)
-    print(f"ditlab: error in sweep job {record.get('job', '?')} ({record.get('run_name')}): {message} "
-          f"[recorded in {path}; the sweep continues]", file=sys.stderr)
+    print(
+        f"ditlab: error in sweep job {record.get('job', '?')} ({record.get('run_name')}): {message} "
+        f"[recorded in {path}; the sweep continues]",
+        file=sys.stderr,
+    )
     return record
 
 

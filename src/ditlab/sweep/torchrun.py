@@ -14,8 +14,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ditlab.errors import DitlabError
 
@@ -41,8 +42,9 @@ def visible_gpus(gpus: Any) -> list[str]:
 def gpu_slots(gpus: Sequence[str], nproc_per_node: int, parallel_jobs: int) -> list[str | None]:
     """One ``CUDA_VISIBLE_DEVICES`` value per job slot, disjoint; ``None`` slots on a machine without GPUs."""
     if nproc_per_node < 1 or parallel_jobs < 1:
-        raise DitlabError(f"hydra.launcher.nproc_per_node={nproc_per_node} and parallel_jobs={parallel_jobs} "
-                          "must be at least 1")
+        raise DitlabError(
+            f"hydra.launcher.nproc_per_node={nproc_per_node} and parallel_jobs={parallel_jobs} must be at least 1"
+        )
     if not gpus:
         return [None] * parallel_jobs
     need = nproc_per_node * parallel_jobs
@@ -52,16 +54,31 @@ def gpu_slots(gpus: Sequence[str], nproc_per_node: int, parallel_jobs: int) -> l
             f"{len(gpus)} are visible ({','.join(gpus)}); lower hydra.launcher.parallel_jobs or nproc_per_node "
             "(= trainer.devices)"
         )
-    return [",".join(gpus[i * nproc_per_node:(i + 1) * nproc_per_node]) for i in range(parallel_jobs)]
+    return [",".join(gpus[i * nproc_per_node : (i + 1) * nproc_per_node]) for i in range(parallel_jobs)]
 
 
-def torchrun_command(overrides: Sequence[str], run_dir: Path, *, nproc_per_node: int, module: str,
-                     torchrun_args: Sequence[str] = (), python: str | None = None) -> list[str]:
+def torchrun_command(
+    overrides: Sequence[str],
+    run_dir: Path,
+    *,
+    nproc_per_node: int,
+    module: str,
+    torchrun_args: Sequence[str] = (),
+    python: str | None = None,
+) -> list[str]:
     """argv of one job: torchrun (standalone: its own rendezvous on a free local port, so groups
     side by side never share a port) running ``python -m <module>`` with the job's overrides."""
     return [
-        python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}",
-        *torchrun_args, "-m", module, *overrides, f"hydra.run.dir={Path(run_dir).resolve()}",
+        python or sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc_per_node}",
+        *torchrun_args,
+        "-m",
+        module,
+        *overrides,
+        f"hydra.run.dir={Path(run_dir).resolve()}",
     ]
 
 
@@ -69,16 +86,21 @@ def job_problem(trainer: Any, nproc_per_node: int) -> DitlabError | None:
     """Why a job's ``trainer`` config cannot run as one torchrun group of ``nproc_per_node`` processes."""
     devices, strategy = str(trainer.get("devices")), str(trainer.get("strategy"))
     if devices != str(nproc_per_node):
-        return DitlabError(f"trainer.devices={devices} but hydra.launcher.nproc_per_node={nproc_per_node}; give both "
-                           f"the same count (e.g. trainer=ddp trainer.devices={nproc_per_node})")
+        return DitlabError(
+            f"trainer.devices={devices} but hydra.launcher.nproc_per_node={nproc_per_node}; give both "
+            f"the same count (e.g. trainer=ddp trainer.devices={nproc_per_node})"
+        )
     if any(s in strategy for s in SPAWNING):
-        return DitlabError(f"trainer.strategy={strategy} starts its own processes; use trainer.strategy=ddp with "
-                           "hydra/launcher=torchrun")
+        return DitlabError(
+            f"trainer.strategy={strategy} starts its own processes; use trainer.strategy=ddp with "
+            "hydra/launcher=torchrun"
+        )
     return None
 
 
-def run_group(cmd: Sequence[str], run_dir: Path, cuda_visible_devices: str | None,
-              env: dict[str, str] | None = None) -> tuple[int, Exception | None]:
+def run_group(
+    cmd: Sequence[str], run_dir: Path, cuda_visible_devices: str | None, env: dict[str, str] | None = None
+) -> tuple[int, Exception | None]:
     """Run one job's torchrun to the end, its output in ``run_dir/launcher.log``; (exit status, its error)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}

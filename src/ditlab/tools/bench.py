@@ -28,8 +28,9 @@ BENCHMARKS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ditlab.tools.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ditlab.tools.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these benchmarks")
     parser.add_argument("--out", type=Path, help="result file (with a single benchmark)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files")
@@ -40,10 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     import ditlab.training.train  # noqa: F401  (its warning filters: Lightning's EMA / pytree noise)
+
     names = args.only or sorted(BENCHMARKS)
     with one_line_errors():
         targets = {name: (args.out if args.out and len(names) == 1 else BENCHMARKS[name][1]) for name in names}
-        for name, path in targets.items():
+        for path in targets.values():
             if path.exists() and not args.overwrite:
                 raise DitlabError(f"{path} exists; pass --overwrite (make bench ARGS=--overwrite) or --out other.json")
         for name, path in targets.items():
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
             machine = module.machine()
             result = module.run(args, compose)
             result["machine"] = {**machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
-            result["command"] = "python -m ditlab.tools.bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+            result["command"] = "python -m ditlab.tools.bench " + " ".join(
+                shlex.quote(a) for a in (argv or sys.argv[1:])
+            )
             result["git_commit"] = git_commit()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(module.to_json(result))

@@ -33,8 +33,8 @@ from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.cache.extract import extract
 from ditlab.devices import resolve_device
 from ditlab.encoders.vae import VAEEncoder
-from ditlab.models.dit import model_tag
 from ditlab.models.accounting import closed_form_gflops, count_params, measured_gflops
+from ditlab.models.dit import model_tag
 from ditlab.training.ema import update_ema
 from ditlab.training.module import DiffusionModule
 
@@ -73,10 +73,17 @@ class TrainLoop:
         encoder = self.data.adapt_encoder(build_encoder(cfg.encoder))
         channels, side = encoder.latent_shape(self.data.channels, self.data.resolution)
         objective = build_objective(cfg.objective)
-        model = build_model(cfg.model, cfg.block, in_channels=channels, input_size=side,
-                            out_channels=objective.out_channels(channels), num_classes=self.data.num_classes)
-        self.module = DiffusionModule(model, objective, encoder, lr=cfg.optim.lr, ema_decay=cfg.ema.decay,
-                                      images_per_step=self.data.batch_size).to(device)
+        model = build_model(
+            cfg.model,
+            cfg.block,
+            in_channels=channels,
+            input_size=side,
+            out_channels=objective.out_channels(channels),
+            num_classes=self.data.num_classes,
+        )
+        self.module = DiffusionModule(
+            model, objective, encoder, lr=cfg.optim.lr, ema_decay=cfg.ema.decay, images_per_step=self.data.batch_size
+        ).to(device)
         encoder.to(device)
         self.module.train()
         warnings.filterwarnings("ignore", message=r".*self\.log\(\)")  # no Trainer to log to: nothing is logged
@@ -176,23 +183,53 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
         AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(tmp / "vae")
         log.info("extracting the latent cache (both flips, posterior mean and std)")
         t0 = time.perf_counter()
-        extract(compose("extract", [f"data.root={images}", f"data.resolution={res}", "data.num_workers=0",
-                                    f"encoder.path={tmp / 'vae'}", f"cache_dir={tmp / 'cache'}", f"batch_size={b}",
-                                    f"device={device}"]))
+        extract(
+            compose(
+                "extract",
+                [
+                    f"data.root={images}",
+                    f"data.resolution={res}",
+                    "data.num_workers=0",
+                    f"encoder.path={tmp / 'vae'}",
+                    f"cache_dir={tmp / 'cache'}",
+                    f"batch_size={b}",
+                    f"device={device}",
+                ],
+            )
+        )
         extract_seconds = time.perf_counter() - t0
         for model in args.models:
-            common = [f"data.resolution={res}", f"data.batch_size={b}", "data.num_workers=0", "encoder=sd_vae",
-                      f"encoder.path={tmp / 'vae'}", f"model={model}", "model.patch_size=2", *args.overrides]
+            common = [
+                f"data.resolution={res}",
+                f"data.batch_size={b}",
+                "data.num_workers=0",
+                "encoder=sd_vae",
+                f"encoder.path={tmp / 'vae'}",
+                f"model={model}",
+                "model.patch_size=2",
+                *args.overrides,
+            ]
             raw_loop = TrainLoop(compose("train", ["data=imagefolder", f"data.root={images}", *common]), device)
-            cached_loop = TrainLoop(compose("train", ["data=latents", f"data.cache_dir={tmp / 'cache'}",
-                                                      "data.resolution=null", *common]), device)
-            log.info("%s: %d warm-up + %d timed steps of each loop, alternating (images -> VAE -> DiT | cache -> DiT)",
-                     raw_loop.model_name, args.warmup, args.steps)
+            cached_loop = TrainLoop(
+                compose("train", ["data=latents", f"data.cache_dir={tmp / 'cache'}", "data.resolution=null", *common]),
+                device,
+            )
+            log.info(
+                "%s: %d warm-up + %d timed steps of each loop, alternating (images -> VAE -> DiT | cache -> DiT)",
+                raw_loop.model_name,
+                args.warmup,
+                args.steps,
+            )
             interleaved(raw_loop, cached_loop, args.warmup, args.steps)
             raw, cached = raw_loop.result(), cached_loop.result()
             ratio = cached["images_per_second"] / raw["images_per_second"]
-            log.info("%s: raw %.3f images/s, cached %.3f images/s: %.2fx", raw["model"], raw["images_per_second"],
-                     cached["images_per_second"], ratio)
+            log.info(
+                "%s: raw %.3f images/s, cached %.3f images/s: %.2fx",
+                raw["model"],
+                raw["images_per_second"],
+                cached["images_per_second"],
+                ratio,
+            )
             models[raw["model"]] = {"ratio_cached_over_raw": round(ratio, 2), "raw": raw, "cached": cached}
             del raw_loop, cached_loop
         encoder_gmacs = vae_gmacs(tmp / "vae", res)
@@ -206,9 +243,12 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
         "global_batch": b,
         "vae": "AutoencoderKL, Stable Diffusion architecture (83.7M params), random init",
         "vae_encoder_gmacs_per_image": round(encoder_gmacs, 2),
-        "extraction": {"images": args.images, "seconds": round(extract_seconds, 1),
-                       "images_per_second": round(args.images / extract_seconds, 3),
-                       "note": "each image is encoded twice (itself and its flip)"},
+        "extraction": {
+            "images": args.images,
+            "seconds": round(extract_seconds, 1),
+            "images_per_second": round(args.images / extract_seconds, 3),
+            "note": "each image is encoded twice (itself and its flip)",
+        },
         "projected_ratio_compute_bound": {
             model_tag(m, 2): round(projected_ratio(paper_model_gmacs(compose, m, side), encoder_gmacs), 2)
             for m in ("tiny", "S", "B", "L", "XL")

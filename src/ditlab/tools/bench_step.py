@@ -51,21 +51,35 @@ VARIANTS = {
     "no_progress_bar_no_logger": ["trainer.enable_progress_bar=false", "logger=none"],
 }
 # Everything after fit() is kept tiny: no eval metrics, one final sample with a 2-step sampler.
-AFTER_FIT = ["eval=none", "final_samples.num_samples=1", "final_samples.batch_size=1", "sampler.steps=2",
-             "overwrite=true"]
+AFTER_FIT = [
+    "eval=none",
+    "final_samples.num_samples=1",
+    "final_samples.batch_size=1",
+    "sampler.steps=2",
+    "overwrite=true",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(NAME)
     g.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
-    g.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                   help="ditlab configurations for the probe size (the others run 'default' unless --all-variants)")
+    g.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="ditlab configurations for the probe size (the others run 'default' unless --all-variants)",
+    )
     g.add_argument("--all-variants", action="store_true", help="every variant for every size")
     g.add_argument("--repeats", type=int, default=3, help="fits per size and variant (interleaved)")
     g.add_argument("--step-warmup", type=int, default=None, help="untimed steps per fit (default: 10, S 2)")
     g.add_argument("--step-count", type=int, default=None, help="timed steps per fit (default: probe 60, tiny 40, S 8)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's); 1 avoids OpenMP thrashing on a shared machine")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); 1 avoids OpenMP thrashing on a shared machine",
+    )
 
 
 class PlainLoop:
@@ -77,13 +91,24 @@ class PlainLoop:
         self.encoder = data.adapt_encoder(build_encoder(cfg.encoder)).to(device)
         channels, side = self.encoder.latent_shape(data.channels, data.resolution)
         self.objective = build_objective(cfg.objective)
-        self.model = build_model(cfg.model, cfg.block, in_channels=channels, input_size=side,
-                                 out_channels=self.objective.out_channels(channels),
-                                 num_classes=data.num_classes).to(device).train()
+        self.model = (
+            build_model(
+                cfg.model,
+                cfg.block,
+                in_channels=channels,
+                input_size=side,
+                out_channels=self.objective.out_channels(channels),
+                num_classes=data.num_classes,
+            )
+            .to(device)
+            .train()
+        )
         self.ema = make_ema(self.model)
         self.decay = float(cfg.ema.decay)
         # The same AdamW construction as ditlab's module (fused kernel): the ratio measures the framework only.
-        self.opt = make_adamw(list(self.model.parameters()), cfg.optim.lr, cfg.optim.weight_decay, tuple(cfg.optim.betas))
+        self.opt = make_adamw(
+            list(self.model.parameters()), cfg.optim.lr, cfg.optim.weight_decay, tuple(cfg.optim.betas)
+        )
         self.loader, self.device, self.epoch = data.train_dataloader(), device, 0
         self.batches = iter(self.loader)
 
@@ -143,12 +168,21 @@ def one_fit(compose, size: str, variant: str, args, run_dir: Path) -> dict[str, 
 
     warmup = args.step_warmup if args.step_warmup is not None else (2 if size == "S" else 10)
     steps = args.step_count if args.step_count is not None else {"probe": 60, "tiny": 40}.get(size, 8)
-    cfg = compose("train", [*SIZES[size], *VARIANTS[variant], *AFTER_FIT, f"trainer.max_steps={warmup + steps + 1}",
-                            f"paths.output_dir={run_dir}", *args.overrides])
+    cfg = compose(
+        "train",
+        [
+            *SIZES[size],
+            *VARIANTS[variant],
+            *AFTER_FIT,
+            f"trainer.max_steps={warmup + steps + 1}",
+            f"paths.output_dir={run_dir}",
+            *args.overrides,
+        ],
+    )
     timer = InterleavedTimer(PlainLoop(cfg, trainer_device(cfg)))
     train(cfg, callbacks=[timer])
     # ditlab_s[i] is the step between plain steps i and i+1; drop the warm-up of both.
-    d, p = np.array(timer.ditlab_s[warmup:]), np.array(timer.plain_s[warmup + 1:])
+    d, p = np.array(timer.ditlab_s[warmup:]), np.array(timer.plain_s[warmup + 1 :])
     n = min(len(d), len(p))
     d, p = d[:n], p[:n]
     return {
@@ -171,12 +205,18 @@ def summarise(fits: list[dict[str, Any]]) -> dict[str, Any]:
         "ratio_median": round(statistics.median(ratios), 3),
         "ratio_min": round(min(ratios), 3),
         "ratio_max": round(max(ratios), 3),
-        "overhead_ms_per_step_median": round(1e3 * statistics.median(
-            f["median_step_s"]["ditlab"] - f["median_step_s"]["plain"] for f in fits), 2),
+        "overhead_ms_per_step_median": round(
+            1e3 * statistics.median(f["median_step_s"]["ditlab"] - f["median_step_s"]["plain"] for f in fits), 2
+        ),
         "plain_step_ms_median": round(1e3 * statistics.median(f["median_step_s"]["plain"] for f in fits), 2),
-        "repeats": [{**f, "ratio": round(f["ratio"], 3),
-                     "median_step_ms": {k: round(1e3 * v, 2) for k, v in f["median_step_s"].items()}}
-                    for f in fits],
+        "repeats": [
+            {
+                **f,
+                "ratio": round(f["ratio"], 3),
+                "median_step_ms": {k: round(1e3 * v, 2) for k, v in f["median_step_s"].items()},
+            }
+            for f in fits
+        ],
     }
 
 
@@ -202,7 +242,7 @@ def _run(args: argparse.Namespace, compose) -> dict[str, Any]:
                     log.info("%s %s repeat %d: ratio %.3f", size, v, r, fits[v][-1]["ratio"])
             results[size] = {v: summarise(f) for v, f in fits.items()}
     first = {s: v.get("default") or next(iter(v.values())) for s, v in results.items()}  # headline: default variant
-    headline = {f'{r["model"]} batch {r["batch"]}': r["ratio_median"] for r in first.values()}
+    headline = {f"{r['model']} batch {r['batch']}": r["ratio_median"] for r in first.values()}
     return {
         "benchmark": NAME,
         "ratio_ditlab_over_plain": headline,

@@ -32,7 +32,9 @@ from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
 
 log = logging.getLogger("ditlab")
-USAGE = "usage: ditlab-eval SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] [key=value ...]"
+USAGE = (
+    "usage: ditlab-eval SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] [key=value ...]"
+)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -58,12 +60,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     n, side, _, channels = images.shape
     # What the extractor builders read of a dataset; 1-channel samples are taken for digits.
     data = SimpleNamespace(name="digits" if channels == 1 else "samples", channels=channels, resolution=side)
-    extractors = {e: build_extractor(e, data=data, eval_cfg=ec, cache_dir=cfg.paths.cache_dir)
-                  for e in sorted({METRICS.get(m).extractor for m in names})}
+    extractors = {
+        e: build_extractor(e, data=data, eval_cfg=ec, cache_dir=cfg.paths.cache_dir)
+        for e in sorted({METRICS.get(m).extractor for m in names})
+    }
     suite = MetricSuite(names, extractors, suite_options(ec)).to(device)
     t0 = time.time()
-    suite.load_real(read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size),
-                                   rank=rank, world_size=world))
+    suite.load_real(
+        read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size), rank=rank, world_size=world)
+    )
     mine = np.arange(rank, n, world)
     batch = int(ec.batch_size)
     with progress.bar(total=n, desc="samples", unit="img") as bar:
@@ -73,9 +78,14 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
             bar.update(len(idx) * world)
     values = suite.compute()  # collective under torchrun
     result = {
-        "samples": str(cfg.samples), "ref": str(cfg.ref), "num_samples": int(n), **values,
-        "extractors": {e: x.identity for e, x in extractors.items()}, "options": suite_options(ec),
-        "seconds": round(time.time() - t0, 2), "processes": world,
+        "samples": str(cfg.samples),
+        "ref": str(cfg.ref),
+        "num_samples": int(n),
+        **values,
+        "extractors": {e: x.identity for e, x in extractors.items()},
+        "options": suite_options(ec),
+        "seconds": round(time.time() - t0, 2),
+        "processes": world,
     }
     if rank == 0:
         text = json.dumps(result, indent=2)
@@ -83,8 +93,12 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.out:
             Path(cfg.out).write_text(text + "\n")
         if cfg.write_ref:
-            write_reference(cfg.write_ref, suite.fake_sides(), images=images,
-                            info={"source": str(cfg.samples), "extractors": result["extractors"]})
+            write_reference(
+                cfg.write_ref,
+                suite.fake_sides(),
+                images=images,
+                info={"source": str(cfg.samples), "extractors": result["extractors"]},
+            )
     return result
 
 

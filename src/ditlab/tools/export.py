@@ -49,16 +49,22 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         raise DitlabError(f"{out} already exists; choose another out=... or pass overwrite=true to replace it")
     source = load_ditlab(cfg.ckpt, weights=cfg.weights)
     if source.objective.family != "ddpm":
-        raise DitlabError(f"only DDPM-objective runs export to DiTPipeline (its schedulers are DDPM-family); "
-                          f"this run uses the '{source.objective.family}' objective")
+        raise DitlabError(
+            f"only DDPM-objective runs export to DiTPipeline (its schedulers are DDPM-family); "
+            f"this run uses the '{source.objective.family}' objective"
+        )
     transformer = to_diffusers(source.model)  # refuses other blocks and MLP ratios in one line
     encoder = source.encoder
     if not isinstance(encoder, VAEEncoder):
-        raise DitlabError(f"this run is in pixel space (encoder={encoder.name}); DiTPipeline decodes latents with a "
-                          "VAE, so only runs trained with encoder=sd_vae or encoder=taesd export")
+        raise DitlabError(
+            f"this run is in pixel space (encoder={encoder.name}); DiTPipeline decodes latents with a "
+            "VAE, so only runs trained with encoder=sd_vae or encoder=taesd export"
+        )
     if encoder.shift_factor:
-        raise DitlabError(f"the run's VAE uses shift_factor={encoder.shift_factor}, which DiTPipeline ignores; "
-                          "such a run cannot export exactly")
+        raise DitlabError(
+            f"the run's VAE uses shift_factor={encoder.shift_factor}, which DiTPipeline ignores; "
+            "such a run cannot export exactly"
+        )
     sampler = build_sampler(_sampler_config(cfg.get("sampler"), source.default_sampler))
     sampler.check(source.objective)
     scheduler = sampler.build(source.objective)
@@ -76,8 +82,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "num_classes": source.num_classes,
         "latent_shape": list(source.latent_shape),
         "vae_scaling_factor": float(encoder.scaling_factor),
-        "usage": (f"DiTPipeline.from_pretrained('{out}')(class_labels=[...], num_inference_steps={sampler.steps}, "
-                  "guidance_scale=1, generator=torch.Generator().manual_seed(seed), output_type='np')"),
+        "usage": (
+            f"DiTPipeline.from_pretrained('{out}')(class_labels=[...], num_inference_steps={sampler.steps}, "
+            "guidance_scale=1, generator=torch.Generator().manual_seed(seed), output_type='np')"
+        ),
         "notes": [
             "DiTPipeline guides with the null label 1000 (ImageNet): guidance_scale > 1 only for 1000-class models.",
             "DiTPipeline guides all latent channels and discards the learned variance.",
@@ -97,13 +105,17 @@ def _sampler_config(chosen: DictConfig | None, own: dict[str, Any]) -> DictConfi
     """The sampler asked for (must be a diffusers scheduler), else the run's if it is one, else dpm_solver."""
     if chosen is not None and "name" in chosen:
         if chosen.name not in DIFFUSERS_SAMPLERS:
-            raise DitlabError(f"sampler={chosen.name} is ditlab's own code, not a diffusers scheduler, so DiTPipeline "
-                              f"cannot run it; export with sampler=dpm_solver or sampler=diffusers")
+            raise DitlabError(
+                f"sampler={chosen.name} is ditlab's own code, not a diffusers scheduler, so DiTPipeline "
+                f"cannot run it; export with sampler=dpm_solver or sampler=diffusers"
+            )
         return chosen
     if own.get("name") in DIFFUSERS_SAMPLERS:
         return OmegaConf.merge(OmegaConf.create(own), chosen or {})
-    log.info("the run's sampler '%s' is not a diffusers scheduler; exporting DPM-Solver++ (sampler=dpm_solver)",
-             own.get("name"))
+    log.info(
+        "the run's sampler '%s' is not a diffusers scheduler; exporting DPM-Solver++ (sampler=dpm_solver)",
+        own.get("name"),
+    )
     return OmegaConf.merge(OmegaConf.load(Path(CONFIG_DIR) / "sampler" / "dpm_solver.yaml"), chosen or {})
 
 

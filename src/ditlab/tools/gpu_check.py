@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -45,13 +46,22 @@ XL2_MODES = {
     "bf16_compile": ["trainer.precision=bf16-mixed", "model.compile=true"],
     "bf16_compile_grad_ckpt": ["trainer.precision=bf16-mixed", "model.compile=true", "model.grad_checkpointing=true"],
 }
-QUIET = ["eval=none", "final_samples.num_samples=1", "final_samples.batch_size=1", "sampler.steps=2",
-         "trainer.enable_progress_bar=false", "overwrite=true"]
+QUIET = [
+    "eval=none",
+    "final_samples.num_samples=1",
+    "final_samples.batch_size=1",
+    "sampler.steps=2",
+    "trainer.enable_progress_bar=false",
+    "overwrite=true",
+]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ditlab.tools.gpu_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ditlab.tools.gpu_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, help="result JSON (default experiments/gpu_check/<device>.json)")
     parser.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
     parser.add_argument("--skip", nargs="+", choices=PARTS, default=[], help="leave these parts out")
@@ -73,9 +83,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 mode = TF32 tensor cores (DiT's train.py does the same)
             torch.backends.cudnn.allow_tf32 = True
-        result: dict[str, Any] = {"machine": machine(), "command": " ".join(["python -m ditlab.tools.gpu_check",
-                                                                              *(argv if argv is not None else sys.argv[1:])]),
-                                  "quick": args.quick, "flops_formula": "train FLOPs = 3 x 2 x forward MACs", "parts": {}}
+        result: dict[str, Any] = {
+            "machine": machine(),
+            "command": " ".join(["python -m ditlab.tools.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
+            "quick": args.quick,
+            "flops_formula": "train FLOPs = 3 x 2 x forward MACs",
+            "parts": {},
+        }
         with tempfile.TemporaryDirectory(prefix="ditlab_gpu_check_") as tmp:
             for part in args.only or PARTS:
                 if part in args.skip:
@@ -102,12 +116,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import lightning
 
-    info = {"device": _device_name(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "cuda": torch.version.cuda}
+    info = {
+        "device": _device_name(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "cuda": torch.version.cuda,
+    }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info.update(gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(p.total_memory / 2**30, 1),
-                    capability=f"{p.major}.{p.minor}", cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu_count=torch.cuda.device_count(),
+            gpu_memory_gib=round(p.total_memory / 2**30, 1),
+            capability=f"{p.major}.{p.minor}",
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
@@ -126,8 +150,10 @@ def sdpa_backend(args, tmp: Path, done: dict) -> dict[str, Any]:
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-    q, k, v = (torch.randn(4 if args.quick else 32, 16, 256, 72, device=device, dtype=dtype, requires_grad=True)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn(4 if args.quick else 32, 16, 256, 72, device=device, dtype=dtype, requires_grad=True)
+        for _ in range(3)
+    )
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
@@ -138,11 +164,27 @@ def sdpa_backend(args, tmp: Path, done: dict) -> dict[str, Any]:
 
 
 def _xl2_cfg(tmp: Path, batch: int, steps: int, overrides: list[str]):
-    return compose("train", [
-        "trainer=gpu", "model=XL", "model.patch_size=2", "data=latents", f"data.cache_dir={tmp / 'cache'}",
-        "data.resolution=null", f"data.batch_size={batch}", "data.num_workers=4", f"trainer.max_steps={steps}",
-        "trainer.log_every_n_steps=5", "throughput.warmup_steps=10", "logger=none", "checkpoint.every_n_steps=100000",
-        *QUIET, f"paths.output_dir={tmp / 'run'}", *overrides])
+    return compose(
+        "train",
+        [
+            "trainer=gpu",
+            "model=XL",
+            "model.patch_size=2",
+            "data=latents",
+            f"data.cache_dir={tmp / 'cache'}",
+            "data.resolution=null",
+            f"data.batch_size={batch}",
+            "data.num_workers=4",
+            f"trainer.max_steps={steps}",
+            "trainer.log_every_n_steps=5",
+            "throughput.warmup_steps=10",
+            "logger=none",
+            "checkpoint.every_n_steps=100000",
+            *QUIET,
+            f"paths.output_dir={tmp / 'run'}",
+            *overrides,
+        ],
+    )
 
 
 def _latent_cache(tmp: Path, images: int) -> None:
@@ -157,9 +199,20 @@ def _latent_cache(tmp: Path, images: int) -> None:
     make_images(tmp / "images", images)
     torch.manual_seed(0)
     AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(tmp / "vae")
-    extract(compose("extract", [f"data.root={tmp / 'images'}", "data.resolution=256", "data.num_workers=4",
-                                f"encoder.path={tmp / 'vae'}", f"cache_dir={tmp / 'cache'}", "batch_size=64",
-                                "device=cuda"]))
+    extract(
+        compose(
+            "extract",
+            [
+                f"data.root={tmp / 'images'}",
+                "data.resolution=256",
+                "data.num_workers=4",
+                f"encoder.path={tmp / 'vae'}",
+                f"cache_dir={tmp / 'cache'}",
+                "batch_size=64",
+                "device=cuda",
+            ],
+        )
+    )
 
 
 def xl2_modes(args, tmp: Path, done: dict) -> dict[str, Any]:
@@ -182,9 +235,23 @@ def xl2_modes(args, tmp: Path, done: dict) -> dict[str, Any]:
                 batch //= 2
                 log.info("XL/2 %s: out of memory, retrying at batch %d", name, batch)
         tp = summary.get("throughput", {})
-        modes[name] = {"batch": batch, "overrides": overrides, "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                       **{k: tp.get(k) for k in ("images_per_sec", "tokens_per_sec", "tflops_per_sec", "mfu",
-                                                 "peak_tflops_per_device", "peak_source", "measured_steps")}}
+        modes[name] = {
+            "batch": batch,
+            "overrides": overrides,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            **{
+                k: tp.get(k)
+                for k in (
+                    "images_per_sec",
+                    "tokens_per_sec",
+                    "tflops_per_sec",
+                    "mfu",
+                    "peak_tflops_per_device",
+                    "peak_source",
+                    "measured_steps",
+                )
+            },
+        }
     return {"model": "DiT-XL/2", "latent": "32x32x4 (256x256 images)", "modes": modes, "final_batch": batch}
 
 
@@ -195,8 +262,11 @@ def plain_loop(args, tmp: Path, done: dict) -> dict[str, Any]:
     if not torch.cuda.is_available():
         ns = argparse.Namespace(step_warmup=2, step_count=6 if args.quick else 40, overrides=[])
         fit = bench_step.one_fit(compose, "probe", "default", ns, tmp / "probe")
-        return {"cpu_probe": fit, "ratio_ditlab_over_plain": round(fit["ratio"], 3),
-                "note": "CPU: DiT-tiny/2 at batch 8, interleaved with ditlab's Lightning loop (see make bench)"}
+        return {
+            "cpu_probe": fit,
+            "ratio_ditlab_over_plain": round(fit["ratio"], 3),
+            "note": "CPU: DiT-tiny/2 at batch 8, interleaved with ditlab's Lightning loop (see make bench)",
+        }
     xl = done.get("xl2_modes", {})
     batch = xl.get("final_batch", args.batch_size)
     _latent_cache(tmp, max(2 * batch, 64))
@@ -211,10 +281,16 @@ def plain_loop(args, tmp: Path, done: dict) -> dict[str, Any]:
         loop.step()
     torch.cuda.synchronize()
     ips = batch * steps / (time.perf_counter() - t0)
-    ratios = {name: round(m["images_per_sec"] / ips, 3) for name, m in xl.get("modes", {}).items()
-              if m.get("images_per_sec")}
-    return {"images_per_sec": round(ips, 3), "batch": batch, "precision": "fp32 (TF32 matmuls), eager",
-            "ratio_ditlab_mode_over_plain": ratios, "goal_bf16_compile_over_plain": 2.5}
+    ratios = {
+        name: round(m["images_per_sec"] / ips, 3) for name, m in xl.get("modes", {}).items() if m.get("images_per_sec")
+    }
+    return {
+        "images_per_sec": round(ips, 3),
+        "batch": batch,
+        "precision": "fp32 (TF32 matmuls), eager",
+        "ratio_ditlab_mode_over_plain": ratios,
+        "goal_bf16_compile_over_plain": 2.5,
+    }
 
 
 def bf16_vs_fp32(args, tmp: Path, done: dict) -> dict[str, Any]:
@@ -231,25 +307,48 @@ def bf16_vs_fp32(args, tmp: Path, done: dict) -> dict[str, Any]:
     curves = {}
     for precision in ("32-true", "bf16-mixed"):
         run = tmp / precision
-        train(compose("train", [*accel, *small, f"trainer.precision={precision}", f"trainer.max_steps={steps}",
-                                "trainer.log_every_n_steps=1", *QUIET, f"paths.output_dir={run}"]))
+        train(
+            compose(
+                "train",
+                [
+                    *accel,
+                    *small,
+                    f"trainer.precision={precision}",
+                    f"trainer.max_steps={steps}",
+                    "trainer.log_every_n_steps=1",
+                    *QUIET,
+                    f"paths.output_dir={run}",
+                ],
+            )
+        )
         with open(run / "metrics.csv") as f:
             curves[precision] = np.array([float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")])
     a, b = curves["32-true"], curves["bf16-mixed"]
     w = max(1, len(a) // 5)  # last fifth of training
     end_a, end_b = float(a[-w:].mean()), float(b[-w:].mean())
-    return {"steps": steps, "window": w, "final_loss_fp32": round(end_a, 5), "final_loss_bf16": round(end_b, 5),
-            "relative_difference": round(abs(end_b - end_a) / end_a, 4),
-            "mean_abs_step_difference": round(float(np.abs(a - b).mean()), 5),
-            "agree_within_5pct": abs(end_b - end_a) / end_a < 0.05}
+    return {
+        "steps": steps,
+        "window": w,
+        "final_loss_fp32": round(end_a, 5),
+        "final_loss_bf16": round(end_b, 5),
+        "relative_difference": round(abs(end_b - end_a) / end_a, 4),
+        "mean_abs_step_difference": round(float(np.abs(a - b).mean()), 5),
+        "agree_within_5pct": abs(end_b - end_a) / end_a < 0.05,
+    }
 
 
 def _train_cli(overrides: list[str], cwd: Path) -> None:
     # A separate process: Lightning's DDP launcher re-runs the command line for the other ranks.
     exe = Path(sys.executable).with_name("ditlab-train")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from ditlab.cli import train_main; train_main()"]
-    proc = subprocess.run([*cmd, *overrides], cwd=cwd, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    proc = subprocess.run(
+        [*cmd, *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     if proc.returncode != 0:
         raise DitlabError(f"gpu_check: ditlab-train {' '.join(overrides)} failed: {proc.stderr.strip()[-500:]}")
 
@@ -261,14 +360,27 @@ def _ema_check(ckpt_path: Path) -> dict[str, Any]:
     same_keys = set(model) == set(ema) and all(model[k].shape == ema[k].shape for k in model)
     finite = all(torch.isfinite(v).all() for v in ema.values())
     moved = sum(not torch.equal(model[k], ema[k]) for k in model if k in ema)
-    return {"ema_keys_match_model": same_keys, "ema_finite": bool(finite), "ema_tensors_differing_from_model": moved,
-            "intact": bool(same_keys and finite and moved > 0)}
+    return {
+        "ema_keys_match_model": same_keys,
+        "ema_finite": bool(finite),
+        "ema_tensors_differing_from_model": moved,
+        "intact": bool(same_keys and finite and moved > 0),
+    }
 
 
 def _smoke_overrides(run: Path, steps: int) -> list[str]:
-    return ["model.depth=2", "model.hidden_size=64", "model.num_heads=2", "data.batch_size=32", f"trainer.max_steps={steps}",
-            "trainer.log_every_n_steps=1", "checkpoint.every_n_steps=2", *QUIET, f"hydra.run.dir={run}",
-            f"paths.output_dir={run}"]
+    return [
+        "model.depth=2",
+        "model.hidden_size=64",
+        "model.num_heads=2",
+        "data.batch_size=32",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "checkpoint.every_n_steps=2",
+        *QUIET,
+        f"hydra.run.dir={run}",
+        f"paths.output_dir={run}",
+    ]
 
 
 def ddp_smoke(args, tmp: Path, done: dict) -> dict[str, Any]:
@@ -291,8 +403,12 @@ def fsdp_smoke(args, tmp: Path, done: dict) -> dict[str, Any]:
     a = torch.load(tmp / "resumed" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     b = torch.load(tmp / "straight" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     ema_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a if k.startswith("ema."))
-    return {"trainer": trainer, "after_2_steps": first, "resumed_vs_straight_ema_max_abs_diff": ema_diff,
-            "resume_matches": ema_diff < 1e-5}
+    return {
+        "trainer": trainer,
+        "after_2_steps": first,
+        "resumed_vs_straight_ema_max_abs_diff": ema_diff,
+        "resume_matches": ema_diff < 1e-5,
+    }
 
 
 if __name__ == "__main__":

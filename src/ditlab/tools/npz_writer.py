@@ -22,8 +22,9 @@ class StreamingNpzWriter:
         self.path = Path(path)
         self.num_samples = num_samples
         self.parts = {name: self.path.with_name(f".{self.path.name}.{name}.npy.partial") for name in ("arr_0", "arr_1")}
-        self._images = np.lib.format.open_memmap(self.parts["arr_0"], mode="w+", dtype=np.uint8,
-                                                 shape=(num_samples, *image_shape))
+        self._images = np.lib.format.open_memmap(
+            self.parts["arr_0"], mode="w+", dtype=np.uint8, shape=(num_samples, *image_shape)
+        )
         self._labels = np.lib.format.open_memmap(self.parts["arr_1"], mode="w+", dtype=np.int64, shape=(num_samples,))
         self.count = 0
 

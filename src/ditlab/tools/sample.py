@@ -48,7 +48,11 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     sampler.check(source.objective)
     labels = choose_labels(cfg.labels, source.num_classes, int(cfg.num_samples))
     guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
-    out_dir = Path(cfg.out) if cfg.out else source.default_out.parent / f"{source.default_out.name}_{recipe_tag(cfg, sampler)}"
+    out_dir = (
+        Path(cfg.out)
+        if cfg.out
+        else source.default_out.parent / f"{source.default_out.name}_{recipe_tag(cfg, sampler)}"
+    )
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not cfg.overwrite:
@@ -61,10 +65,20 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     writer, nfe, image_shape = None, 0, None
     try:
         with autocast(cfg.precision, device):
-            for images, y, nfe in generate(model, source.objective, sampler, source.encoder, labels,
-                                           source.latent_shape, guidance, batch_size=int(cfg.batch_size),
-                                           seed=int(cfg.seed), num_classes=source.num_classes, device=device,
-                                           progress="sampling"):
+            for images, y, nfe in generate(  # noqa: B007 (nfe: the last batch's count, read after the loop)
+                model,
+                source.objective,
+                sampler,
+                source.encoder,
+                labels,
+                source.latent_shape,
+                guidance,
+                batch_size=int(cfg.batch_size),
+                seed=int(cfg.seed),
+                num_classes=source.num_classes,
+                device=device,
+                progress="sampling",
+            ):
                 if writer is None:  # opened on the first good batch: a refused run leaves no files
                     out_dir.mkdir(parents=True, exist_ok=True)
                     image_shape = list(images.shape[1:])
@@ -72,8 +86,12 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
                 writer.write(images, y)
                 if not progress.enabled():  # batch logs: a line per batch instead of the bar
                     log.info("sampled %d / %d", writer.count, len(labels))
-        save_grid(label_grid(writer.images(), labels.numpy(), int(cfg.grid.columns), int(cfg.grid.upscale),
-                             int(cfg.grid.rows)), paths["grid"])
+        save_grid(
+            label_grid(
+                writer.images(), labels.numpy(), int(cfg.grid.columns), int(cfg.grid.upscale), int(cfg.grid.rows)
+            ),
+            paths["grid"],
+        )
         writer.close()
     except BaseException:
         if writer is not None:
@@ -106,7 +124,9 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
 def load_source(cfg: DictConfig) -> SampleSource:
     encoder_cfg = cfg.get("encoder")
     if cfg.ckpt:
-        return load_ditlab(cfg.ckpt, weights=cfg.weights, encoder_cfg=encoder_cfg, plugins=tuple(cfg.get("plugins") or ()))
+        return load_ditlab(
+            cfg.ckpt, weights=cfg.weights, encoder_cfg=encoder_cfg, plugins=tuple(cfg.get("plugins") or ())
+        )
     root = Path(cfg.paths.root_dir)
     return load_official(cfg.official, cfg.name, cfg.image_size, cfg.num_classes, encoder_cfg, root)
 
@@ -136,7 +156,9 @@ def recipe_tag(cfg: DictConfig, sampler) -> str:
     """Folder name from what determines the samples, e.g. ``ddpm250_cfg4-all_n100_seed0``."""
     g = cfg.guidance
     interval = f"_int{g.interval[0]:g}-{g.interval[1]:g}" if g.get("interval") else ""
-    return f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}_seed{cfg.seed}"
+    return (
+        f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}_seed{cfg.seed}"
+    )
 
 
 def _validate(cfg: DictConfig) -> None:

@@ -51,16 +51,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None,
-                plugins: tuple[str, ...] = ()) -> SampleSource:
+def load_ditlab(
+    path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None, plugins: tuple[str, ...] = ()
+) -> SampleSource:
     """``plugins``: modules the checkpoint's config may name (the user's word; see ditlab.stored_config)."""
     if weights not in WEIGHTS:
         raise DitlabError(f"weights must be one of {WEIGHTS}, got '{weights}'")
     ckpt_path = resolve_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path)
     if not is_ditlab_checkpoint(ckpt):
-        raise DitlabError(f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata); for an official DiT "
-                          "state dict use official=<path> name=DiT-XL/2 image_size=256 encoder=sd_vae")
+        raise DitlabError(
+            f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata); for an official DiT "
+            "state dict use official=<path> name=DiT-XL/2 image_size=256 encoder=sd_vae"
+        )
     meta = ckpt["ditlab"]
     cfg = stored_config(ckpt, str(ckpt_path), trusted_modules=plugins)  # data: no imports, no ${oc.env:...}
     objective = build_objective(cfg.objective)
@@ -79,8 +82,15 @@ def load_ditlab(path: str | Path, weights: str = "ema", encoder_cfg: DictConfig 
         latent_shape=latent_shape,
         num_classes=int(data["num_classes"]),
         default_sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-        info={"source": "ditlab", "checkpoint": str(ckpt_path.resolve()), "weights": weights, "step": ckpt.get("global_step"),
-              "objective": objective.describe(), "data": data, "run": cfg.get("run_name")},
+        info={
+            "source": "ditlab",
+            "checkpoint": str(ckpt_path.resolve()),
+            "weights": weights,
+            "step": ckpt.get("global_step"),
+            "objective": objective.describe(),
+            "data": data,
+            "run": cfg.get("run_name"),
+        },
         default_out=run_dir / "samples" / ckpt_path.stem,
     )
 
@@ -104,8 +114,13 @@ def load_official(
         latent_shape=(channels, side),
         num_classes=int(num_classes),
         default_sampler=dict(OFFICIAL_SAMPLER),
-        info={"source": "official", "checkpoint": str(Path(path).resolve()), "name": name, "image_size": int(image_size),
-              "objective": objective.describe()},
+        info={
+            "source": "official",
+            "checkpoint": str(Path(path).resolve()),
+            "name": name,
+            "image_size": int(image_size),
+            "objective": objective.describe(),
+        },
         default_out=root / "samples" / f"{name.replace('/', '-')}-{int(image_size)}",
     )
 

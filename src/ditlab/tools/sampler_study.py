@@ -33,8 +33,24 @@ from ditlab.tools.sample import sample
 from ditlab.training.train import train
 
 log = logging.getLogger("ditlab")
-COLUMNS = ("label", "objective", "sampler", "steps", "model_calls", "nfe", "cfg_scale", "cfg_channels", "cfg_interval",
-           "num_samples", "seed", "digits_accuracy", "frechet_distance", "reference", "fd_vs_reference", "acc_vs_reference")
+COLUMNS = (
+    "label",
+    "objective",
+    "sampler",
+    "steps",
+    "model_calls",
+    "nfe",
+    "cfg_scale",
+    "cfg_channels",
+    "cfg_interval",
+    "num_samples",
+    "seed",
+    "digits_accuracy",
+    "frechet_distance",
+    "reference",
+    "fd_vs_reference",
+    "acc_vs_reference",
+)
 
 
 def ensure_run(objective: str, train_overrides: list[str], runs_dir: Path) -> Path:
@@ -52,8 +68,14 @@ def ensure_run(objective: str, train_overrides: list[str], runs_dir: Path) -> Pa
 
 def sample_set(run_dir: Path, entry: dict[str, Any], study: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Draw (or reuse) one sample set; returns its folder and recipe."""
-    overrides = [f"ckpt={run_dir}", f"num_samples={study['num_samples']}", f"batch_size={study['batch_size']}",
-                 f"seed={entry.get('seed', study['seed'])}", *study.get("sample_overrides", []), *entry["overrides"]]
+    overrides = [
+        f"ckpt={run_dir}",
+        f"num_samples={study['num_samples']}",
+        f"batch_size={study['batch_size']}",
+        f"seed={entry.get('seed', study['seed'])}",
+        *study.get("sample_overrides", []),
+        *entry["overrides"],
+    ]
     slug = re.sub(r"[^A-Za-z0-9_.-]", "", entry["label"].replace("+", "p"))
     out = run_dir / "samples" / f"study_{slug}_n{study['num_samples']}_seed{entry.get('seed', study['seed'])}"
     if (out / "samples.json").exists():
@@ -121,7 +143,9 @@ def write_results(rows: list[dict[str, Any]], study: dict[str, Any], floor: floa
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "meets_goal"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "cfg_interval": json.dumps(row["cfg_interval"]), "meets_goal": meets_goal(row, study["goal"])})
+            writer.writerow(
+                {**row, "cfg_interval": json.dumps(row["cfg_interval"]), "meets_goal": meets_goal(row, study["goal"])}
+            )
     goal = study["goal"]
     lines = [
         "| sampler | objective | CFG scale | NFE (model calls) | digit accuracy | Fréchet distance | FD / reference "
@@ -135,10 +159,13 @@ def write_results(rows: list[dict[str, Any]], study: dict[str, Any], floor: floa
             f"| {r['fd_vs_reference']:.2f} ({r['reference']}) | {'yes' if meets_goal(r, goal) else 'no'} |"
         )
     r0 = rows[0]
-    lines += ["", f"{r0['num_samples']} class-balanced samples per row, seed {r0['seed']} unless named, guidance on "
-              f"`{r0['cfg_channels']}` channels, interval {r0['cfg_interval']}. Fréchet distance in the digit "
-              f"classifier's 64-d feature space against all 1,797 real digits; {r0['num_samples']} of those real "
-              f"digits score {floor:.2f} (the floor)."]
+    lines += [
+        "",
+        f"{r0['num_samples']} class-balanced samples per row, seed {r0['seed']} unless named, guidance on "
+        f"`{r0['cfg_channels']}` channels, interval {r0['cfg_interval']}. Fréchet distance in the digit "
+        f"classifier's 64-d feature space against all 1,797 real digits; {r0['num_samples']} of those real "
+        f"digits score {floor:.2f} (the floor).",
+    ]
     md_path.write_text("\n".join(lines) + "\n")
     plot(rows, floor, png_path)
 
@@ -157,12 +184,19 @@ def plot(rows: list[dict[str, Any]], floor: float, path: Path) -> None:
     scales = sorted({r["cfg_scale"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(len(scales), 2, figsize=(12, 4.2 * len(scales)), squeeze=False)
     for (ax_fd, ax_acc), scale in zip(axes, scales):
-        for ax, key, what in ((ax_fd, "frechet_distance", "Fréchet distance (classifier features), lower is better"),
-                              (ax_acc, "digits_accuracy", "digit accuracy, higher is better")):
+        for ax, key, what in (
+            (ax_fd, "frechet_distance", "Fréchet distance (classifier features), lower is better"),
+            (ax_acc, "digits_accuracy", "digit accuracy, higher is better"),
+        ):
             for objective, marker, color in (("ddpm", "o", "tab:blue"), ("flow", "s", "tab:orange")):
                 pts = [r for r in rows if r["objective"] == objective and r["cfg_scale"] == scale]
-                ax.scatter([r["nfe"] for r in pts], [r[key] for r in pts], marker=marker, color=color,
-                           label=f"{objective} objective")
+                ax.scatter(
+                    [r["nfe"] for r in pts],
+                    [r[key] for r in pts],
+                    marker=marker,
+                    color=color,
+                    label=f"{objective} objective",
+                )
                 for r in pts:
                     text = re.sub(r" cfg[0-9.]+", "", r["label"]).replace("flow ", "")
                     ax.annotate(text, (r["nfe"], r[key]), fontsize=6, xytext=(4, 2), textcoords="offset points")

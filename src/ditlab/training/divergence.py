@@ -70,10 +70,13 @@ class DivergenceGuard:
 
     def message(self, what: str, trainer: Any) -> str:
         good = last_good_checkpoint(trainer, self.last_good_step)
-        where = (f"the last good checkpoint is {good} (nothing after it was saved); resume from it with "
-                 f"ckpt_path={good} and a lower optim.lr (e.g. a quarter) and/or trainer.gradient_clip_val=1.0"
-                 if good else "no checkpoint was saved; restart with a lower optim.lr (e.g. a quarter) "
-                 "and/or trainer.gradient_clip_val=1.0")
+        where = (
+            f"the last good checkpoint is {good} (nothing after it was saved); resume from it with "
+            f"ckpt_path={good} and a lower optim.lr (e.g. a quarter) and/or trainer.gradient_clip_val=1.0"
+            if good
+            else "no checkpoint was saved; restart with a lower optim.lr (e.g. a quarter) "
+            "and/or trainer.gradient_clip_val=1.0"
+        )
         return f"{what} (diverged; limit divergence.max_loss={self.max_loss:g}): {where}"
 
 

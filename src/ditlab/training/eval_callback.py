@@ -20,8 +20,9 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -32,11 +33,17 @@ from ditlab.devices import autocast
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import build_extractor
 from ditlab.metrics.real_stats import (
-    RealStats, compute_real_stats, load_real_stats, merge_shards, real_image_batches, save_real_stats, stats_key,
+    RealStats,
+    compute_real_stats,
+    load_real_stats,
+    merge_shards,
+    real_image_batches,
+    save_real_stats,
+    stats_key,
 )
 from ditlab.metrics.reference import read_reference
-from ditlab.progress import bar as progress_bar
 from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
+from ditlab.progress import bar as progress_bar
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
 
@@ -57,7 +64,9 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1)[0])
 
 
-def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: Any, run_dir: Path) -> "EvalCallback | None":
+def build_eval_callback(
+    cfg: DictConfig, *, data: Any, sampler: Any, objective: Any, run_dir: Path
+) -> EvalCallback | None:
     """The callback for ``cfg.eval``, or None when no metric is configured or nothing would run."""
     ec = cfg.eval
     names = list(ec.metrics or [])
@@ -69,7 +78,9 @@ def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: 
         if int(ec[key]) <= 0:
             raise DitlabError(f"eval.{key} must be positive, got {ec[key]}")
     if int(ec.every_n_steps) < 0:
-        raise DitlabError(f"eval.every_n_steps must be 0 (only at the end) or a positive step count, got {ec.every_n_steps}")
+        raise DitlabError(
+            f"eval.every_n_steps must be 0 (only at the end) or a positive step count, got {ec.every_n_steps}"
+        )
     if ec.precision not in PRECISIONS:
         raise DitlabError(f"eval.precision={ec.precision} is not one of {', '.join(PRECISIONS)}")
     if ec.get("reference") and not Path(str(ec.reference)).is_file():
@@ -79,8 +90,9 @@ def build_eval_callback(cfg: DictConfig, *, data: Any, sampler: Any, objective: 
         raise DitlabError(
             f"eval.kid_subset_size={ec.kid_subset_size} exceeds eval.num_samples={ec.num_samples} ({kernel[0]}); lower it"
         )
-    return EvalCallback(ec, data=data, sampler=sampler, objective=objective, run_dir=run_dir,
-                        cache_dir=cfg.paths.cache_dir)
+    return EvalCallback(
+        ec, data=data, sampler=sampler, objective=objective, run_dir=run_dir, cache_dir=cfg.paths.cache_dir
+    )
 
 
 class EvalCallback(L.Callback):
@@ -122,9 +134,14 @@ class EvalCallback(L.Callback):
             # Rank 0 first: it may train the digits classifier or download Inception; the others then read them.
             _rank_zero_first(trainer, lambda: self._build_suite(device))
             if self.cfg.get("reference"):  # a published reference batch (ADM layout) instead of data's images
-                self._real = read_reference(self.cfg.reference, self.suite, device=device,
-                                            batch_size=int(self.cfg.batch_size),
-                                            rank=trainer.global_rank, world_size=trainer.world_size)
+                self._real = read_reference(
+                    self.cfg.reference,
+                    self.suite,
+                    device=device,
+                    batch_size=int(self.cfg.batch_size),
+                    rank=trainer.global_rank,
+                    world_size=trainer.world_size,
+                )
                 self.reference = {"file": str(self.cfg.reference)}
             else:
                 for name, needs in self.suite.needs_real().items():
@@ -137,10 +154,14 @@ class EvalCallback(L.Callback):
         needed = sorted({METRICS.get(n).extractor for n in self.names})
         self.extractors = {n: build_extractor(n, data=self.data, eval_cfg=ec, cache_dir=self.cache_dir) for n in needed}
         if "digits_accuracy" in self.names and self.data.num_classes <= 0:
-            raise DitlabError("digits_accuracy needs class-conditional data (num_classes > 0); drop it from eval.metrics")
+            raise DitlabError(
+                "digits_accuracy needs class-conditional data (num_classes > 0); drop it from eval.metrics"
+            )
         self.suite = MetricSuite(self.names, self.extractors, suite_options(ec)).to(device)
 
-    def _real_stats(self, trainer: L.Trainer, name: str, needs: dict[str, bool], device: torch.device) -> dict[str, RealStats]:
+    def _real_stats(
+        self, trainer: L.Trainer, name: str, needs: dict[str, bool], device: torch.device
+    ) -> dict[str, RealStats]:
         """Cached statistics if rank 0 finds them (every rank reads the file); otherwise every rank
         extracts features of its shard of the real images, the shards are merged and rank 0 caches them."""
         rank, world = trainer.global_rank, trainer.world_size
@@ -148,7 +169,9 @@ class EvalCallback(L.Callback):
         count, batches = real_image_batches(self.data, self.cfg.real_count, int(self.cfg.batch_size), rank, world)
         key = stats_key(self.data.describe(), self.data.resolution, count, extractor)
         self.reference[name] = {"count": count, "extractor": extractor.identity}
-        found: dict[str, dict[str, RealStats] | None] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
+        found: dict[
+            str, dict[str, RealStats] | None
+        ] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
 
         def probe() -> bool:
             found["stats"] = load_real_stats(self.cache_dir, key, needs)
@@ -157,8 +180,10 @@ class EvalCallback(L.Callback):
         if _rank_zero_first(trainer, probe, others_run=False):
             stats = found.get("stats") or load_real_stats(self.cache_dir, key, needs)
             if stats is None:
-                raise DitlabError(f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
-                                  "(DITLAB_CACHE) on storage every process sees")
+                raise DitlabError(
+                    f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
+                    "(DITLAB_CACHE) on storage every process sees"
+                )
             return stats
         t0 = time.time()
         stats = compute_real_stats(batches, extractor, device, needs, num_images=len(range(rank, count, world)))
@@ -172,8 +197,9 @@ class EvalCallback(L.Callback):
         return stats
 
     # ------------------------------------------------------------------ when
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # After optimizer step N: the EMA has seen all N updates (it is updated inside the module's
         # optimizer_step), and Lightning runs ModelCheckpoint's hook after this one, so a checkpoint
         # that monitors eval/<metric> at this step is ranked by the value just computed.
@@ -209,7 +235,11 @@ class EvalCallback(L.Callback):
 
     # ------------------------------------------------------------------ what
     def evaluate(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool, device: torch.device | None = None,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        final: bool,
+        device: torch.device | None = None,
         log_to: L.LightningModule | None = None,
     ) -> dict[str, Any]:
         """Sample the fixed set, compute every metric (one extractor pass per network), record and log.
@@ -231,10 +261,18 @@ class EvalCallback(L.Callback):
         starts = np.cumsum([0] + [len(c) for c in self.chunks])
         with _rng_untouched(device), autocast(self.cfg.precision, device):
             for k in mine:
-                for images, y, nfe in generate(
-                    pl_module.ema, self.objective, self.sampler, encoder, self.chunks[k], latent_shape, self.guidance,
-                    batch_size=len(self.chunks[k]), seed=chunk_seed(self.cfg.seed, k),
-                    num_classes=self.data.num_classes, device=device,
+                for images, y, nfe in generate(  # noqa: B007 (nfe: the last batch's count, read after the loop)
+                    pl_module.ema,
+                    self.objective,
+                    self.sampler,
+                    encoder,
+                    self.chunks[k],
+                    latent_shape,
+                    self.guidance,
+                    batch_size=len(self.chunks[k]),
+                    seed=chunk_seed(self.cfg.seed, k),
+                    num_classes=self.data.num_classes,
+                    device=device,
                 ):
                     with torch.autocast(device.type, enabled=False):  # features always in full precision
                         self.suite.update(images, y, index=np.arange(starts[k], starts[k] + len(y)))
@@ -269,7 +307,9 @@ class EvalCallback(L.Callback):
             # are already global. logger=False: the loggers get them below, at this exact step.
             first = f"eval/{self.names[0]}"
             for key, value in scalars.items():
-                log_to.log(key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first)
+                log_to.log(
+                    key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first
+                )
         if rank == 0:
             self._record(trainer, row, scalars, grid)
         self.history.append(row)
@@ -282,12 +322,21 @@ class EvalCallback(L.Callback):
             parts = [None] * world
             torch.distributed.all_gather_object(parts, kept)
         pieces = sorted((p for part in parts for p in part), key=lambda p: p[0])
-        self.final_samples = (np.concatenate([p[1] for p in pieces]), np.concatenate([p[2] for p in pieces]).astype(np.int64))
+        self.final_samples = (
+            np.concatenate([p[1] for p in pieces]),
+            np.concatenate([p[2] for p in pieces]).astype(np.int64),
+        )
 
     def _scalars(self, row: dict[str, Any]) -> dict[str, float]:
         scalars = {f"eval/{k}": float(v) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
-        scalars.update({"eval/nfe": float(row["recipe"]["nfe"]), "eval/num_samples": float(len(self.labels)),
-                        "eval/cfg_scale": float(self.guidance["scale"]), "eval/seconds": float(row["seconds"])})
+        scalars.update(
+            {
+                "eval/nfe": float(row["recipe"]["nfe"]),
+                "eval/num_samples": float(len(self.labels)),
+                "eval/cfg_scale": float(self.guidance["scale"]),
+                "eval/seconds": float(row["seconds"]),
+            }
+        )
         return scalars
 
     def recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, nfe: int) -> dict[str, Any]:
@@ -299,8 +348,13 @@ class EvalCallback(L.Callback):
             seed=int(self.cfg.seed),
             nfe=nfe,
             weights="ema",
-            extra={"precision": self.cfg.precision, "trainer_precision": str(trainer.precision),
-                   "labels": "interleaved", "chunk_size": int(self.cfg.batch_size), "reference": self.reference},
+            extra={
+                "precision": self.cfg.precision,
+                "trainer_precision": str(trainer.precision),
+                "labels": "interleaved",
+                "chunk_size": int(self.cfg.batch_size),
+                "reference": self.reference,
+            },
         ).as_dict()
 
     def summary_fields(self) -> dict[str, Any]:
@@ -318,8 +372,13 @@ class EvalCallback(L.Callback):
         }
 
     # ------------------------------------------------------------------ outputs (rank 0)
-    def _record(self, trainer: L.Trainer, row: dict[str, Any], scalars: dict[str, float],
-                grid: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def _record(
+        self,
+        trainer: L.Trainer,
+        row: dict[str, Any],
+        scalars: dict[str, float],
+        grid: list[tuple[np.ndarray, np.ndarray]],
+    ) -> None:
         out = self.run_dir / EVAL_DIR
         out.mkdir(parents=True, exist_ok=True)
         with open(out / HISTORY_FILE, "a") as f:
@@ -328,19 +387,29 @@ class EvalCallback(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=row["step"])
             if image is not None and hasattr(logger, "log_image"):  # wandb
-                logger.log_image(key="eval/samples", images=[image], step=row["step"],
-                                 caption=[f"step {row['step']}, EMA, cfg {self.guidance['scale']}"])
+                logger.log_image(
+                    key="eval/samples",
+                    images=[image],
+                    step=row["step"],
+                    caption=[f"step {row['step']}, EMA, cfg {self.guidance['scale']}"],
+                )
             elif image is not None and hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
                 logger.experiment.add_image("eval/samples", image, row["step"], dataformats="HWC")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-        log.info("eval at step %d (%d samples, EMA, nfe %d): %s", row["step"], len(self.labels), row["recipe"]["nfe"], shown)
+        log.info(
+            "eval at step %d (%d samples, EMA, nfe %d): %s", row["step"], len(self.labels), row["recipe"]["nfe"], shown
+        )
 
     def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path) -> np.ndarray | None:
         """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
         if not grid:
             return None
-        image = label_grid(np.concatenate([g[0] for g in grid]), np.concatenate([g[1] for g in grid]),
-                           int(self.cfg.grid_per_class), int(self.cfg.grid_upscale))
+        image = label_grid(
+            np.concatenate([g[0] for g in grid]),
+            np.concatenate([g[1] for g in grid]),
+            int(self.cfg.grid_per_class),
+            int(self.cfg.grid_upscale),
+        )
         save_grid(image, path)
         return grid_to_uint8(image)
 

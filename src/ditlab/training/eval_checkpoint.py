@@ -29,7 +29,12 @@ def monitored_checkpoint(cfg: DictConfig, evaluator: EvalCallback | None, dirpat
     if mode not in ("min", "max"):
         raise DitlabError(f"checkpoint.monitor_mode={mode} must be min or max")
     return L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=dirpath, filename=f"best-step{{step:07d}}-{metric}{{{monitor}:.4g}}", auto_insert_metric_name=False,
-        monitor=str(monitor), mode=mode, save_top_k=int(cfg.checkpoint.get("monitor_keep", 1)),
-        every_n_train_steps=evaluator.every, save_last=False,
+        dirpath=dirpath,
+        filename=f"best-step{{step:07d}}-{metric}{{{monitor}:.4g}}",
+        auto_insert_metric_name=False,
+        monitor=str(monitor),
+        mode=mode,
+        save_top_k=int(cfg.checkpoint.get("monitor_keep", 1)),
+        every_n_train_steps=evaluator.every,
+        save_last=False,
     )

@@ -113,7 +113,7 @@ class DiffusionModule(L.LightningModule):
         params = [p for p in [*self.model.parameters(), *self.aux.parameters()] if p.requires_grad]
         return make_adamw(params, self.lr, self.weight_decay, self.betas)
 
-    def train(self, mode: bool = True) -> "DiffusionModule":
+    def train(self, mode: bool = True) -> DiffusionModule:
         super().train(mode)
         self.ema.eval()  # the EMA copy never runs label dropout
         return self
@@ -143,7 +143,7 @@ def step_seed(*key: int) -> int:
     return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def seeded_rng(device: torch.device, seed: int, rank: int, step: int, micro: int) -> "_SeededGenerators":
+def seeded_rng(device: torch.device, seed: int, rank: int, step: int, micro: int) -> _SeededGenerators:
     """Context: the global CPU (and this CUDA device's) generators seeded for one step, restored on exit."""
     return _SeededGenerators(device, step_seed(seed, rank, step, micro))
 

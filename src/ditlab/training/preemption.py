@@ -49,7 +49,7 @@ class Preemption(L.Callback):
         self.stopped_by: int | None = None  # the signal the run stopped for (agreed by all processes)
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "Preemption":
+    def __enter__(self) -> Preemption:
         self._previous = self._install()
         return self
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,10 +27,29 @@ RESUME_LOG = "resumes.jsonl"
 # Options a resume may change: how long and on what hardware to train, logging, checkpointing,
 # evaluation and sampling, and the learning rate / clipping (the remedy after a divergence).
 RESUMABLE = (
-    "trainer.max_steps", "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.accelerator",
-    "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.gradient_clip_val", "optim.lr",
-    "logger", "callbacks", "eval", "checkpoint", "final_samples", "sampler", "guidance", "divergence",
-    "paths", "run_name", "ckpt_path", "init_from", "overwrite", "takeover_lock",
+    "trainer.max_steps",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.gradient_clip_val",
+    "optim.lr",
+    "logger",
+    "callbacks",
+    "eval",
+    "checkpoint",
+    "final_samples",
+    "sampler",
+    "guidance",
+    "divergence",
+    "paths",
+    "run_name",
+    "ckpt_path",
+    "init_from",
+    "overwrite",
+    "takeover_lock",
 )
 
 
@@ -51,8 +71,10 @@ def plan_resume(cfg: DictConfig, ckpt_path: Path) -> ResumePlan:
     ckpt = read_checkpoint(ckpt_path)
     source = f"ckpt_path={ckpt_path}"
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
-        raise DitlabError(f"{source} holds weights only (no optimizer or loop state), so it cannot be resumed; "
-                          f"start a new run from its weights with init_from={ckpt_path}")
+        raise DitlabError(
+            f"{source} holds weights only (no optimizer or loop state), so it cannot be resumed; "
+            f"start a new run from its weights with init_from={ckpt_path}"
+        )
     stored = stored_config(ckpt, source, trusted_modules=modules_named(cfg))
     new = OmegaConf.to_container(cfg, resolve=True)
     old = OmegaConf.to_container(stored)

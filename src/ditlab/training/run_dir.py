@@ -28,8 +28,16 @@ from ditlab.errors import DitlabError
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
-OUTPUT_FILES = ("summary.json", "samples.npz", "samples_grid.png", "metrics.csv", "config.yaml", "overrides.txt",
-                "resumes.jsonl", "eval")  # eval/: the evaluation history (metrics.jsonl) and grids
+OUTPUT_FILES = (
+    "summary.json",
+    "samples.npz",
+    "samples_grid.png",
+    "metrics.csv",
+    "config.yaml",
+    "overrides.txt",
+    "resumes.jsonl",
+    "eval",
+)  # eval/: the evaluation history (metrics.jsonl) and grids
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:

@@ -28,7 +28,7 @@ class RunLock:
         self.takeover = takeover
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -42,16 +42,24 @@ class RunLock:
         holder = read_holder(self.path)
         if holder is not None and not self.takeover and not _own_requeued_job(holder):
             state = _liveness(holder)
-            who = (f"pid {holder.get('pid')} on {holder.get('host')} (started {holder.get('started')}"
-                   f"{', SLURM job ' + str(holder['slurm_job_id']) if holder.get('slurm_job_id') else ''})")
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')} (started {holder.get('started')}"
+                f"{', SLURM job ' + str(holder['slurm_job_id']) if holder.get('slurm_job_id') else ''})"
+            )
             if state == "alive":
-                raise DitlabError(f"{self.path.parent} is in use by a live run: {who}; wait for it, stop it, or "
-                                  "choose another run_name=...")
+                raise DitlabError(
+                    f"{self.path.parent} is in use by a live run: {who}; wait for it, stop it, or "
+                    "choose another run_name=..."
+                )
             if state == "dead":
-                raise DitlabError(f"{self.path.parent} has a stale lock: {who} is no longer running; if no other "
-                                  "process uses this run, take it over with takeover_lock=true")
-            raise DitlabError(f"{self.path.parent} is locked by {who}, which cannot be checked from this host; "
-                              "if that run has ended, take it over with takeover_lock=true")
+                raise DitlabError(
+                    f"{self.path.parent} has a stale lock: {who} is no longer running; if no other "
+                    "process uses this run, take it over with takeover_lock=true"
+                )
+            raise DitlabError(
+                f"{self.path.parent} is locked by {who}, which cannot be checked from this host; "
+                "if that run has ended, take it over with takeover_lock=true"
+            )
         self.path.unlink(missing_ok=True)  # stale, our own requeued job, or taken over on request
         if not self._create():
             raise DitlabError(f"{self.path.parent} was locked by another launch at the same moment; try again")

@@ -6,7 +6,8 @@ interval; those steps are not evenly spaced, so the periodic trigger is replaced
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 

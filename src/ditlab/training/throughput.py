@@ -43,7 +43,9 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, 
             value = table.get(dtype)
             return value, f"ditlab dense table ({key}, {dtype})" if value else f"no {dtype} figure for {name}"
     value = get_available_flops(device, dtype)
-    return (float(value), f"lightning get_available_flops ({name}, {dtype})") if value else (None, f"unknown for {name}")
+    return (
+        (float(value), f"lightning get_available_flops ({name}, {dtype})") if value else (None, f"unknown for {name}")
+    )
 
 
 def compute_dtype(trainer: L.Trainer) -> torch.dtype:
@@ -94,8 +96,9 @@ class TrainingThroughput(L.Callback):
         now = time.perf_counter() - self._t0
         images = batches * int(batch[0].shape[0])  # per device
         flops = None if self._last is None else (images - self._last[2]) * self.flops_per_image
-        self.rates.update(time=now, batches=batches, samples=images, lengths=images * self.tokens_per_image,
-                          flops=flops)
+        self.rates.update(
+            time=now, batches=batches, samples=images, lengths=images * self.tokens_per_image, flops=flops
+        )
         if self._start is None and trainer.global_step >= self.warmup_steps:
             self._start = (now, batches, images)
         self._last = (now, batches, images)
@@ -126,16 +129,18 @@ class TrainingThroughput(L.Callback):
                 "measured_seconds": round(seconds, 2),
                 "measured_steps": trainer.global_step - self.warmup_steps,
             }
-        self._summary.update({
-            "flops_per_image": self.flops_per_image,
-            "flops_formula": "3 x 2 x forward MACs per image (forward + backward; recomputation not counted)",
-            "peak_tflops_per_device": None if not self.peak else self.peak / 1e12,
-            "peak_source": self.peak_source,
-            "device_name": self.device_name,
-            "devices": self.world,
-            "precision": self.precision,
-            "warmup_steps_excluded": self.warmup_steps,
-        })
+        self._summary.update(
+            {
+                "flops_per_image": self.flops_per_image,
+                "flops_formula": "3 x 2 x forward MACs per image (forward + backward; recomputation not counted)",
+                "peak_tflops_per_device": None if not self.peak else self.peak / 1e12,
+                "peak_source": self.peak_source,
+                "device_name": self.device_name,
+                "devices": self.world,
+                "precision": self.precision,
+                "warmup_steps_excluded": self.warmup_steps,
+            }
+        )
 
     def summary_fields(self) -> dict[str, Any]:
         return {"throughput": dict(self._summary)}

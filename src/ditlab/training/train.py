@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ditlab.atomic import replace_atomically
 from ditlab import progress
+from ditlab.atomic import replace_atomically
 from ditlab.auxloss import build_aux
 from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
 from ditlab.errors import DitlabError
@@ -42,13 +42,13 @@ from ditlab.training.checkpoint_io import AtomicCheckpointIO, remove_orphaned_te
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.eval_checkpoint import monitored_checkpoint
 from ditlab.training.loggers import build_loggers
-from ditlab.training.step_checkpoint import StepCheckpoint
-from ditlab.training.throughput import TrainingThroughput
-from ditlab.training.wandb_logger import publish_summary
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
 from ditlab.training.resume import ResumePlan, check_fits, plan_resume, record_resume
 from ditlab.training.run_lock import RunLock
+from ditlab.training.step_checkpoint import StepCheckpoint
+from ditlab.training.throughput import TrainingThroughput
+from ditlab.training.wandb_logger import publish_summary
 
 log = logging.getLogger("ditlab")
 
@@ -145,12 +145,15 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
     stats = describe_model(cfg.model, cfg.block, model)
     aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
     stats.update({f"aux_{k}": round(v, 6) for k, v in aux.cost().items()})  # training-only, not in gflops
-    log.info("%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"])
+    log.info(
+        "%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"]
+    )
 
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
     # compute.*: steps / evaluations / checkpoints placed by training compute (compute-matched sweeps)
-    plan = plan_compute(cfg.get("compute"), stats["gflops"], data.batch_size * accumulate,
-                        int(cfg.trainer.max_steps), stats["model"])
+    plan = plan_compute(
+        cfg.get("compute"), stats["gflops"], data.batch_size * accumulate, int(cfg.trainer.max_steps), stats["model"]
+    )
     if plan is not None:
         cfg.trainer.max_steps = plan.max_steps  # before config.yaml is written: a resume replans the same
         if evaluator is not None and plan.eval_steps:
@@ -178,8 +181,22 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
     )
     if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
         module.model.compile()
-    return Run(cfg, run_dir, resume, data, encoder, objective, sampler, evaluator, best, aux, module, stats, plan,
-               list(callbacks or []))
+    return Run(
+        cfg,
+        run_dir,
+        resume,
+        data,
+        encoder,
+        objective,
+        sampler,
+        evaluator,
+        best,
+        aux,
+        module,
+        stats,
+        plan,
+        list(callbacks or []),
+    )
 
 
 def start_run_dir(run: Run) -> None:
@@ -212,8 +229,13 @@ def make_trainer(run: Run, preemption: Preemption) -> L.Trainer:
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
     callbacks = [checkpointing, *extra] + [c for c in (run.best, run.evaluator) if c is not None] + run.callbacks
     callbacks.append(preemption)
-    trainer = L.Trainer(**trainer_kwargs, logger=loggers or False, callbacks=callbacks, default_root_dir=run_dir,
-                        plugins=[AtomicCheckpointIO()])
+    trainer = L.Trainer(
+        **trainer_kwargs,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams({f"model/{k}": v for k, v in run.stats.items()})
     return trainer
@@ -243,8 +265,15 @@ def fit(run: Run) -> tuple[L.Trainer, float]:
     raise RunInterrupted(preemption.stopped_by, str(last))
 
 
-def build_summary(run: Run, trainer: L.Trainer, status: str, t_start: float, fit_seconds: float,
-                  recipe: dict[str, Any] | None = None, sample_seconds: float = 0.0) -> dict[str, Any]:
+def build_summary(
+    run: Run,
+    trainer: L.Trainer,
+    status: str,
+    t_start: float,
+    fit_seconds: float,
+    recipe: dict[str, Any] | None = None,
+    sample_seconds: float = 0.0,
+) -> dict[str, Any]:
     """What a user needs to compare runs (summary.json and the wandb run summary)."""
     cfg, steps = run.cfg, int(trainer.global_step)
     images_seen = steps * run.module.images_per_step  # global batch x gradient accumulation
@@ -304,7 +333,7 @@ def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path)
     images, ys, nfe = [], [], 0
     guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
     ema = module.ema.to(module.device)
-    for batch, y, nfe in generate(
+    for batch, y, nfe in generate(  # noqa: B007 (nfe: the last batch's count, read after the loop)
         ema,
         objective,
         sampler,
@@ -348,19 +377,27 @@ def save_samples(cfg: DictConfig, arr: np.ndarray, lab: np.ndarray, num_classes:
 def _validate(cfg: DictConfig) -> None:
     """Every value Lightning or torch would otherwise reject with a traceback, in one line each."""
     checks = [
-        (cfg.trainer.max_steps is not None and int(cfg.trainer.max_steps) > 0,
-         f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}"),
+        (
+            cfg.trainer.max_steps is not None and int(cfg.trainer.max_steps) > 0,
+            f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}",
+        ),
         (int(cfg.data.batch_size) > 0, f"data.batch_size must be positive, got {cfg.data.batch_size}"),
-        (int(cfg.final_samples.num_samples) > 0 and int(cfg.final_samples.batch_size) > 0,
-         "final_samples.num_samples and final_samples.batch_size must be positive"),
+        (
+            int(cfg.final_samples.num_samples) > 0 and int(cfg.final_samples.batch_size) > 0,
+            "final_samples.num_samples and final_samples.batch_size must be positive",
+        ),
         (float(cfg.optim.lr) >= 0, f"optim.lr must be >= 0 (0: weights stay fixed), got {cfg.optim.lr}"),
         (float(cfg.optim.weight_decay) >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}"),
-        (len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
-         f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}"),
+        (
+            len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
+            f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}",
+        ),
         (0 <= float(cfg.ema.decay) <= 1, f"ema.decay must be in [0, 1] (DiT: 0.9999), got {cfg.ema.decay}"),
-        (cfg.checkpoint.every_n_steps is None or int(cfg.checkpoint.every_n_steps) > 0,
-         f"checkpoint.every_n_steps must be a positive number of steps (or null: last.ckpt only), "
-         f"got {cfg.checkpoint.every_n_steps}"),
+        (
+            cfg.checkpoint.every_n_steps is None or int(cfg.checkpoint.every_n_steps) > 0,
+            f"checkpoint.every_n_steps must be a positive number of steps (or null: last.ckpt only), "
+            f"got {cfg.checkpoint.every_n_steps}",
+        ),
         (int(cfg.checkpoint.keep) >= -1, f"checkpoint.keep must be -1 (all) or >= 0, got {cfg.checkpoint.keep}"),
         (float(cfg.divergence.max_loss) > 0, f"divergence.max_loss must be positive, got {cfg.divergence.max_loss}"),
         (int(cfg.trainer.get("accumulate_grad_batches", 1)) > 0, "trainer.accumulate_grad_batches must be positive"),
@@ -389,4 +426,3 @@ def _overrides() -> list[str]:
     if HydraConfig.initialized():
         return list(HydraConfig.get().overrides.task)
     return []
-

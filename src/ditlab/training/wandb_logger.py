@@ -22,9 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.config import in_multirun
@@ -32,8 +32,18 @@ from ditlab.errors import DitlabError
 
 MODES = ("online", "offline", "disabled")
 RUN_ID_FILE = "wandb_run_id.txt"
-SUMMARY_KEYS = ("status", "params", "gflops", "tokens", "steps", "images_seen", "train_compute_gflops",
-                "final_loss", "fit_seconds", "wall_seconds")
+SUMMARY_KEYS = (
+    "status",
+    "params",
+    "gflops",
+    "tokens",
+    "steps",
+    "images_seen",
+    "train_compute_gflops",
+    "final_loss",
+    "fit_seconds",
+    "wall_seconds",
+)
 
 
 def resolve_mode(configured: str | None) -> str:

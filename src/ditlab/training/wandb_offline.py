@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK = 32 * 1024
 HEADER = 7
@@ -80,8 +81,12 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
                 history[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         complete = complete or kind == "exit"  # written when the run was finished
         if kind == "run":
-            run = {"id": record.run.run_id, "name": record.run.display_name, "group": record.run.run_group,
-                   "tags": list(record.run.tags)}
+            run = {
+                "id": record.run.run_id,
+                "name": record.run.display_name,
+                "group": record.run.run_group,
+                "tags": list(record.run.tags),
+            }
         if kind in ("config", "run"):
             updates = record.config.update if kind == "config" else record.run.config.update
             for item in updates:

@@ -15,11 +15,12 @@ A job that fails is recorded in its run folder (``summary.json`` with ``status: 
 # dataclasses then cannot resolve string annotations.
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -34,26 +35,34 @@ log = logging.getLogger(__name__)
 @dataclass
 class TorchrunLauncherConf:
     _target_: str = "hydra_plugins.ditlab_torchrun.torchrun_launcher.TorchrunLauncher"
-    nproc_per_node: int = 1          # processes per job, one per GPU: the job's trainer.devices
-    parallel_jobs: int = 1           # jobs side by side, each on its own nproc_per_node GPUs
-    gpus: Any = "auto"               # auto (CUDA_VISIBLE_DEVICES or all GPUs) | [0, 1, ...] | [] (CPU)
-    module: str = "ditlab.cli"       # `python -m <module> <overrides>` runs one job
-    torchrun_args: List[str] = field(default_factory=list)  # more torchrun options, e.g. ["--max-restarts=1"]
-    env: Optional[dict] = None       # extra environment variables for every job
+    nproc_per_node: int = 1  # processes per job, one per GPU: the job's trainer.devices
+    parallel_jobs: int = 1  # jobs side by side, each on its own nproc_per_node GPUs
+    gpus: Any = "auto"  # auto (CUDA_VISIBLE_DEVICES or all GPUs) | [0, 1, ...] | [] (CPU)
+    module: str = "ditlab.cli"  # `python -m <module> <overrides>` runs one job
+    torchrun_args: list[str] = field(default_factory=list)  # more torchrun options, e.g. ["--max-restarts=1"]
+    env: dict | None = None  # extra environment variables for every job
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="ditlab_torchrun", node=TorchrunLauncherConf,
-                             provider="ditlab")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="ditlab_torchrun", node=TorchrunLauncherConf, provider="ditlab"
+)
 
 
 class TorchrunLauncher(Launcher):
-    def __init__(self, nproc_per_node: int = 1, parallel_jobs: int = 1, gpus: Any = "auto",
-                 module: str = "ditlab.cli", torchrun_args: Sequence[str] = (), env: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        nproc_per_node: int = 1,
+        parallel_jobs: int = 1,
+        gpus: Any = "auto",
+        module: str = "ditlab.cli",
+        torchrun_args: Sequence[str] = (),
+        env: dict | None = None,
+    ) -> None:
         self.nproc_per_node, self.parallel_jobs, self.gpus = int(nproc_per_node), int(parallel_jobs), gpus
         self.module, self.torchrun_args = module, [str(a) for a in torchrun_args]
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context  # the task runs in the torchrun processes
@@ -71,21 +80,30 @@ class TorchrunLauncher(Launcher):
             for slot in tr.gpu_slots(tr.visible_gpus(gpus), self.nproc_per_node, self.parallel_jobs):
                 slots.put(slot)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs, {self.parallel_jobs} at a time, "
-                 f"each as torchrun --nproc-per-node={self.nproc_per_node}")
+        log.info(
+            f"Launching {len(job_overrides)} jobs, {self.parallel_jobs} at a time, "
+            f"each as torchrun --nproc-per-node={self.nproc_per_node}"
+        )
         jobs = [self._job_config(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
 
-        def run(job: tuple[int, list[str], DictConfig, Path]) -> Optional[Exception]:
+        def run(job: tuple[int, list[str], DictConfig, Path]) -> Exception | None:
             idx, overrides, cfg, run_dir = job
             problem = tr.job_problem(cfg.trainer, self.nproc_per_node)
             if problem:  # not started: recorded as that job's failure, like a config error inside a job
                 return problem
-            cmd = tr.torchrun_command(overrides, run_dir, nproc_per_node=self.nproc_per_node, module=self.module,
-                                      torchrun_args=self.torchrun_args)
+            cmd = tr.torchrun_command(
+                overrides,
+                run_dir,
+                nproc_per_node=self.nproc_per_node,
+                module=self.module,
+                torchrun_args=self.torchrun_args,
+            )
             slot = slots.get()
             try:
-                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}"
-                         + (f" (CUDA_VISIBLE_DEVICES={slot})" if slot is not None else ""))
+                log.info(
+                    f"\t#{idx} : {' '.join(filter_overrides(overrides))}"
+                    + (f" (CUDA_VISIBLE_DEVICES={slot})" if slot is not None else "")
+                )
                 return tr.run_group(cmd, run_dir, slot, self.env)[1]
             finally:
                 slots.put(slot)
@@ -107,7 +125,7 @@ class TorchrunLauncher(Launcher):
             cfg.hydra.runtime.output_dir = str(run_dir)
         return idx, overrides, cfg, run_dir
 
-    def _job_return(self, job: tuple[int, list[str], DictConfig, Path], error: Optional[Exception]) -> JobReturn:
+    def _job_return(self, job: tuple[int, list[str], DictConfig, Path], error: Exception | None) -> JobReturn:
         from ditlab.sweep.jobs import record_failure
 
         idx, overrides, cfg, run_dir = job
@@ -118,5 +136,12 @@ class TorchrunLauncher(Launcher):
         else:  # written as ditlab.sweep.jobs.run_job writes an in-process failure
             value = record_failure(cfg, error)
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        return JobReturn(overrides=overrides, cfg=task_cfg, hydra_cfg=cfg, working_dir=str(run_dir),
-                         task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED, _return_value=value)
+        return JobReturn(
+            overrides=overrides,
+            cfg=task_cfg,
+            hydra_cfg=cfg,
+            working_dir=str(run_dir),
+            task_name=str(cfg.hydra.job.name),
+            status=JobStatus.COMPLETED,
+            _return_value=value,
+        )
