@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -30,17 +29,15 @@ from ditlab.build import build_data, build_encoder, build_model, build_objective
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
-from ditlab.npz import save_npz
 from ditlab.provenance import git_commit
 from ditlab.report.curves import write_curves
-from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
-from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
 from ditlab.training.checkpoint_io import AtomicCheckpointIO, remove_orphaned_temporaries
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.eval_checkpoint import monitored_checkpoint
+from ditlab.training.final_samples import save_samples, write_samples
 from ditlab.training.loggers import build_loggers
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
@@ -322,56 +319,6 @@ def final_samples(run: Run) -> tuple[dict[str, Any], float]:
         return evaluator.history[-1]["recipe"], 0.0
     recipe, seconds = write_samples(run.cfg, run.module, run.objective, run.sampler, run.encoder, run.data, run.run_dir)
     return recipe.as_dict(), seconds
-
-
-def write_samples(cfg, module, objective, sampler, encoder, data, run_dir: Path) -> tuple[SampleRecipe, float]:
-    """Class-balanced CFG samples from the EMA weights -> samples.npz and samples_grid.png."""
-    fs = cfg.final_samples
-    t0 = time.time()
-    num_classes = data.num_classes
-    labels = class_balanced_labels(num_classes, fs.num_samples)
-    images, ys, nfe = [], [], 0
-    guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
-    ema = module.ema.to(module.device)
-    for batch, y, nfe in generate(  # noqa: B007 (nfe: the last batch's count, read after the loop)
-        ema,
-        objective,
-        sampler,
-        encoder,
-        labels,
-        encoder.latent_shape(data.channels, data.resolution),
-        guidance,
-        batch_size=fs.batch_size,
-        seed=int(cfg.seed),
-        num_classes=num_classes,
-        device=module.device,
-        progress="final samples",
-    ):
-        images.append(batch)
-        ys.append(y)
-    arr = np.concatenate(images)
-    lab = np.concatenate(ys).astype(np.int64)
-    save_samples(cfg, arr, lab, num_classes, run_dir)
-    recipe = SampleRecipe(
-        sampler=sampler.describe(),
-        guidance=guidance,
-        encoder=encoder.describe(),
-        num_samples=len(lab),
-        seed=int(cfg.seed),
-        nfe=nfe,
-        extra={"precision": str(cfg.trainer.precision)},
-    )
-    return recipe, time.time() - t0
-
-
-def save_samples(cfg: DictConfig, arr: np.ndarray, lab: np.ndarray, num_classes: int, run_dir: Path) -> None:
-    """samples.npz (arr_0 uint8 images, arr_1 labels; same samples, same bytes) and samples_grid.png."""
-    fs = cfg.final_samples
-    save_npz(run_dir / "samples.npz", arr_0=arr, arr_1=lab)
-    # One row per class, the first grid_columns samples of each; unconditional: a square of them.
-    rows = lab if num_classes else np.arange(len(lab)) // fs.grid_columns
-    grid = label_grid(arr, rows, int(fs.grid_columns), int(fs.grid_upscale), None if num_classes else fs.grid_columns)
-    save_grid(grid, run_dir / "samples_grid.png")
 
 
 def _validate(cfg: DictConfig) -> None:
