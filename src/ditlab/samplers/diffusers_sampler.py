@@ -2,7 +2,7 @@
 
 The scheduler is built from the objective's betas (``trained_betas``), its prediction type and its
 number of training steps, so nothing about the schedule is declared twice. Two details matter
-(stack_notes, diffusers):
+(both in diffusers' `schedulers/scheduling_dpmsolver_multistep.py`):
 
 * only the C-channel prediction is passed to ``step``: the learned-Σ half is dropped here,
   because ``variance_type="learned_range"`` in DPM-Solver slices ``[:, :3]`` (RGB) and crashes
