@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    import ditlab.training.train  # noqa: F401  (its warning filters: Lightning's EMA / pytree noise)
 
     names = args.only or sorted(BENCHMARKS)
     with one_line_errors():
