@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ def test_command_is_a_single_run_of_the_job_overrides(tmp_path):
     )
     assert cmd[:5] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
     assert cmd[5:] == [
+        "--tee=3",  # each rank's lines whole, prefixed with its rank, in launcher.log
+        f"--log-dir={(tmp_path / '0_run').resolve() / 'torchrun_logs'}",
         "--max-restarts=0",
         "-m",
         "ditlab.cli",
@@ -73,7 +76,13 @@ def test_errors_are_read_from_the_job_log(tmp_path):
         "Traceback ...\n[rank0]: RuntimeError: CUDA out of memory\ntorch.distributed.elastic.multiprocessing"
         ".errors.ChildFailedError: \n"
     )
-    assert str(job_error(log, 1)).startswith("[rank0]: RuntimeError: CUDA out of memory (torchrun exit status 1")
+    assert str(job_error(log, 1)).startswith("RuntimeError: CUDA out of memory (rank 0) (torchrun exit status 1")
+    # torchrun --tee: both ranks' tracebacks, whole lines each; the lowest rank's last exception is the error
+    log.write_text(
+        "[default1]:Traceback (most recent call last):\n[default0]:Traceback (most recent call last):\n"
+        "[default1]:ValueError: rank one\n[default0]:KeyError: first\n[default0]:ValueError: rank zero\n"
+    )
+    assert str(job_error(log, 1)).startswith("ValueError: rank zero (rank 0) (torchrun exit status 1")
 
 
 def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_path):
@@ -107,7 +116,9 @@ def test_jobs_run_side_by_side_on_disjoint_gpus_and_failures_are_recorded(tmp_pa
     summaries = [json.loads((j / "summary.json").read_text()) for j in jobs]
     assert [s["status"] for s in summaries] == ["finished", "failed", "failed"]
     assert summaries[1]["error"] == "probe refused seed 2; set seed=1" and summaries[1]["error_type"] == "DitlabError"
-    assert "ValueError: probe crashed on seed 3" in summaries[2]["error"] and summaries[2]["job"] == 2
+    # both ranks raise; whichever torchrun saw fail first may be the only traceback in the log
+    assert re.match(r"ValueError: probe crashed on seed 3 \(rank [01]\) \(torchrun", summaries[2]["error"])
+    assert summaries[2]["job"] == 2
     assert summaries[2]["overrides"] == ["trainer=ddp_cpu", "seed=3"]
 
 

@@ -21,6 +21,10 @@ from typing import Any
 from ditlab.errors import DitlabError
 
 LOG_FILE = "launcher.log"  # the job's torchrun output (every rank), in its run folder
+RANK_LOG_DIR = "torchrun_logs"  # torchrun's per-rank stdout/stderr files, in the run folder
+# torchrun --tee copies each rank's output into launcher.log a whole line at a time, prefixed
+# "[default<rank>]:", so two ranks failing at once never interleave within one line.
+RANK_PREFIX = re.compile(r"^\s*\[(?:default|rank)(\d+)\]:\s?")
 SPAWNING = ("spawn", "fork")  # strategies that start their own processes: not under torchrun
 
 
@@ -74,6 +78,8 @@ def torchrun_command(
         "torch.distributed.run",
         "--standalone",
         f"--nproc-per-node={nproc_per_node}",
+        "--tee=3",
+        f"--log-dir={Path(run_dir).resolve() / RANK_LOG_DIR}",
         *torchrun_args,
         "-m",
         module,
@@ -120,7 +126,7 @@ class JobFailed(RuntimeError):
 
 def job_error(log_path: Path, returncode: int) -> Exception:
     """The job's own one-line error (``ditlab: error: ...``) as a DitlabError, else its last exception
-    line, else the exit status; the message points at the full log."""
+    line (lowest rank first), else the exit status; the message points at the full log."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
@@ -129,7 +135,13 @@ def job_error(log_path: Path, returncode: int) -> Exception:
         if "ditlab: error: " in line:
             return DitlabError(line.split("ditlab: error: ", 1)[1].strip())
     where = f"(torchrun exit status {returncode}; output in {log_path})"
-    for line in reversed(lines):
-        if re.match(r"^\s*(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b[^:]*:", line) and "ChildFailedError" not in line:
-            return JobFailed(f"{line.strip()} {where}")
+    exceptions = []  # (rank, -position, message): every rank's last exception line
+    for position, line in enumerate(lines):
+        prefix = RANK_PREFIX.match(line)
+        message = line[prefix.end() :] if prefix else line
+        if re.match(r"^\s*[\w.]*(Error|Exception)\b[^:]*:", message) and "ChildFailedError" not in message:
+            exceptions.append((int(prefix.group(1)) if prefix else 0, -position, message.strip()))
+    if exceptions:
+        rank, _, message = min(exceptions)
+        return JobFailed(f"{message} (rank {rank}) {where}")
     return JobFailed(f"the job's processes failed {where}")
