@@ -29,7 +29,7 @@ def test_each_variant_changes_exactly_its_own_option_from_the_papers_dit():
     for variant in variants:
         cfg = variant_cfg(variant, "in_context")
         seen[variant] = recipe_options(cfg)
-        assert cfg.trainer.max_steps == 300 and cfg.eval.every_n_steps == 50  # one budget for all
+        assert cfg.trainer.max_steps == 1000 and cfg.eval.every_n_steps == 100  # one budget for all
     assert seen["dit"] == []
     for single in ("rmsnorm", "swiglu", "qk_norm", "rope2d", "logit_normal", "repa"):
         assert seen[single] == [single]
