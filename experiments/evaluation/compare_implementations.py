@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def main() -> None:
         "num_real": int(len(real)),
         "resolution": int(side),
         "weights": "real torch-fidelity file" if args.weights else "test-made (random, BN calibrated)",
-        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip()
+        + f", {os.cpu_count()} cores",
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -125,7 +127,9 @@ def main() -> None:
                 m.update(rgb_nchw(images[i : i + 50]), real=is_real)
         out[f"torchmetrics_antialias_{antialias}"] = {"fid": float(m.compute()), "seconds": round(time.time() - t0, 1)}
 
-    # 3. torch-fidelity's own pipeline (FID + IS + precision/recall), the same weights.
+    # 3. torch-fidelity's own pipeline (FID + IS), the same weights. Not its precision/recall: those use
+    # VGG-16 features (not Inception pool features as ADM's evaluator), and calculate_metrics(prc=True)
+    # hands the Inception weights path to VGG-16 too, which cannot load it.
     import torch_fidelity
 
     class Set(torch.utils.data.Dataset):
@@ -146,20 +150,19 @@ def main() -> None:
         input2=Set(real),
         fid=True,
         isc=True,
-        prc=True,
+        prc=False,
         cuda=False,
         verbose=False,
         feature_extractor_weights_path=str(weights),
         batch_size=50,
         isc_splits=10,
+        samples_shuffle=False,  # split in sample order, as ADM's evaluator (and ditlab) do
         cache=False,
     )
     out["torch_fidelity"] = {
         "fid": tf["frechet_inception_distance"],
         "is": tf["inception_score_mean"],
         "is_std": tf["inception_score_std"],
-        "precision": tf["precision"],
-        "recall": tf["recall"],
         "seconds": round(time.time() - t0, 1),
     }
     finish(out)
