@@ -16,11 +16,9 @@ and the loggers get them, with the grid, at the evaluation's step.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +30,12 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab.devices import autocast
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import build_extractor
-from ditlab.metrics.real_stats import (
-    RealStats,
-    compute_real_stats,
-    load_real_stats,
-    merge_shards,
-    real_image_batches,
-    save_real_stats,
-    stats_key,
-)
 from ditlab.metrics.reference import read_reference
 from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
 from ditlab.progress import bar as progress_bar
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
+from ditlab.training.eval_ranks import rank_zero_first, rng_untouched, run_real_stats
 
 log = logging.getLogger("ditlab")
 HISTORY_FILE = "metrics.jsonl"
@@ -130,9 +120,9 @@ class EvalCallback(L.Callback):
                 f"{len(self.chunks)} chunk(s) for {trainer.world_size} processes; lower eval.batch_size"
             )
         device = trainer.strategy.root_device
-        with _rng_untouched(device):  # a cache miss (classifier training) must not change the training run
+        with rng_untouched(device):  # a cache miss (classifier training) must not change the training run
             # Rank 0 first: it may train the digits classifier or download Inception; the others then read them.
-            _rank_zero_first(trainer, lambda: self._build_suite(device))
+            rank_zero_first(trainer, lambda: self._build_suite(device))
             if self.cfg.get("reference"):  # a published reference batch (ADM layout) instead of data's images
                 self._real = read_reference(
                     self.cfg.reference,
@@ -145,7 +135,10 @@ class EvalCallback(L.Callback):
                 self.reference = {"file": str(self.cfg.reference)}
             else:
                 for name, needs in self.suite.needs_real().items():
-                    stats = self._real_stats(trainer, name, needs, device)
+                    extractor = self.extractors[name]
+                    stats, self.reference[name] = run_real_stats(
+                        trainer, self.data, self.cfg, extractor, needs, device, self.cache_dir
+                    )
                     self._real[name] = {o: s.side() for o, s in stats.items()}
         self.suite.load_real(self._real)
 
@@ -158,43 +151,6 @@ class EvalCallback(L.Callback):
                 "digits_accuracy needs class-conditional data (num_classes > 0); drop it from eval.metrics"
             )
         self.suite = MetricSuite(self.names, self.extractors, suite_options(ec)).to(device)
-
-    def _real_stats(
-        self, trainer: L.Trainer, name: str, needs: dict[str, bool], device: torch.device
-    ) -> dict[str, RealStats]:
-        """Cached statistics if rank 0 finds them (every rank reads the file); otherwise every rank
-        extracts features of its shard of the real images, the shards are merged and rank 0 caches them."""
-        rank, world = trainer.global_rank, trainer.world_size
-        extractor = self.extractors[name]
-        count, batches = real_image_batches(self.data, self.cfg.real_count, int(self.cfg.batch_size), rank, world)
-        key = stats_key(self.data.describe(), self.data.resolution, count, extractor)
-        self.reference[name] = {"count": count, "extractor": extractor.identity}
-        found: dict[
-            str, dict[str, RealStats] | None
-        ] = {}  # rank 0 keeps what it read; only "found or not" is broadcast
-
-        def probe() -> bool:
-            found["stats"] = load_real_stats(self.cache_dir, key, needs)
-            return found["stats"] is not None
-
-        if _rank_zero_first(trainer, probe, others_run=False):
-            stats = found.get("stats") or load_real_stats(self.cache_dir, key, needs)
-            if stats is None:
-                raise DitlabError(
-                    f"rank {rank} cannot read the real statistics rank 0 found; put paths.cache_dir "
-                    "(DITLAB_CACHE) on storage every process sees"
-                )
-            return stats
-        t0 = time.time()
-        stats = compute_real_stats(batches, extractor, device, needs, num_images=len(range(rank, count, world)))
-        if world > 1:
-            parts: list[Any] = [None] * world
-            torch.distributed.all_gather_object(parts, stats)
-            stats = merge_shards(parts)
-        if rank == 0:
-            save_real_stats(self.cache_dir, key, stats)
-            log.info("real statistics (%s, %d images) computed in %.1fs and cached", name, count, time.time() - t0)
-        return stats
 
     # ------------------------------------------------------------------ when
     def on_train_batch_end(
@@ -259,7 +215,7 @@ class EvalCallback(L.Callback):
         mine = list(range(rank, len(self.chunks), world))
         bar = progress_bar(total=len(self.labels), desc=f"eval samples (step {step})", unit="img", leave=False)
         starts = np.cumsum([0] + [len(c) for c in self.chunks])
-        with _rng_untouched(device), autocast(self.cfg.precision, device):
+        with rng_untouched(device), autocast(self.cfg.precision, device):
             for k in mine:
                 for images, y, nfe in generate(  # noqa: B007 (nfe: the last batch's count, read after the loop)
                     pl_module.ema,
@@ -412,30 +368,3 @@ class EvalCallback(L.Callback):
         )
         save_grid(image, path)
         return grid_to_uint8(image)
-
-
-def _rank_zero_first(trainer: L.Trainer, fn: Callable[[], Any], others_run: bool = True) -> Any:
-    """Run ``fn`` on rank 0, share its result (or its error, so no process waits forever), then run it
-    on the other ranks too (``others_run``) or hand them rank 0's result."""
-    if trainer.world_size == 1:
-        return fn()
-    result, error = None, None
-    if trainer.global_rank == 0:
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
-            error = str(e) if isinstance(e, DitlabError) else f"{type(e).__name__}: {e}"
-    result, error = trainer.strategy.broadcast((result, error), src=0)
-    if error:
-        raise DitlabError(error)
-    if trainer.global_rank != 0 and others_run:
-        result = fn()
-    return result
-
-
-@contextlib.contextmanager
-def _rng_untouched(device: torch.device):
-    """Evaluation draws from its own generators; this keeps the global RNG streams of training intact."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
