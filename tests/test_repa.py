@@ -131,7 +131,6 @@ def test_dinov2_unavailable_offline_is_one_line(monkeypatch):
     [
         (dict(depth=4), DIGITS, "aux.depth=4 is not a block of this 3-block model; use 1..3"),
         (dict(depth=0), DIGITS, "aux.depth=0 is not a block"),
-        (dict(depth=1), SimpleNamespace(name="latents", channels=4, resolution=4), "aux=repa needs pixel images"),
         (dict(depth=1, encoder="clip"), DIGITS, "unknown REPA encoder 'clip'"),
         (dict(depth=1, encoder="python:no_such_module:f"), DIGITS, "cannot import the REPA encoder factory"),
     ],

@@ -38,7 +38,7 @@ HELP_GROUPS = {
     ],
     "sample": ["sampler", "encoder"],
     "export": ["sampler"],
-    "extract": ["data", "encoder"],
+    "extract": ["data", "encoder", "aux"],
     "flops": ["model", "block"],
 }
 INTERNAL_OPTIONS = {"trainer": {"default"}, "eval": {"base"}}

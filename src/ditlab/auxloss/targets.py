@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -96,45 +97,64 @@ def to_grid_tokens(features: torch.Tensor, grid: int) -> torch.Tensor:
     return features.flatten(2).transpose(1, 2)
 
 
+def target_identity(spec: str, resolution: int | None, preprocess: str | None) -> dict[str, Any]:
+    """What makes an encoder's targets what they are, with each encoder's defaults filled in (no
+    weights are loaded): a latent cache records it beside stored features, and a run compares its own."""
+    if spec.startswith("dinov2_"):
+        default_resolution, default_preprocess = 224, "imagenet"
+    elif spec.startswith("timm:"):
+        default_resolution, default_preprocess = None, "imagenet"
+    elif spec == "digits" or spec.startswith("python:"):
+        default_resolution, default_preprocess = None, "none"
+    else:
+        raise DitlabError(
+            f"unknown REPA encoder '{spec}'; set aux.encoder to dinov2_vitb14 (torch.hub), timm:<model>, digits, "
+            "or python:<module>:<factory>"
+        )
+    return {
+        "encoder": spec,
+        "resolution": default_resolution if resolution is None else int(resolution),
+        "preprocess": preprocess or default_preprocess,
+    }
+
+
 def build_target(
     spec: str, resolution: int | None, preprocess: str | None, cache_dir: str, data_resolution: int
 ) -> FrozenTarget:
+    ident = target_identity(spec, resolution, preprocess)
+    resolution, preprocess = ident["resolution"], ident["preprocess"]
     if spec.startswith("dinov2_"):
         module = _hub_dinov2(spec)
         return FrozenTarget(
-            module,
-            lambda m, x: m.forward_features(x)["x_norm_patchtokens"],
-            spec,
-            224 if resolution is None else resolution,
-            preprocess or "imagenet",
-            3,
+            module, lambda m, x: m.forward_features(x)["x_norm_patchtokens"], spec, resolution, preprocess, 3
         )
     if spec.startswith("timm:"):
         module = _timm(spec[5:])
         prefix = int(getattr(module, "num_prefix_tokens", 0))
         return FrozenTarget(
-            module,
-            lambda m, x: _drop_prefix(m.forward_features(x), prefix),
-            spec,
-            resolution,
-            preprocess or "imagenet",
-            3,
+            module, lambda m, x: _drop_prefix(m.forward_features(x), prefix), spec, resolution, preprocess, 3
         )
     if spec == "digits":
         from ditlab.metrics.digits_classifier import load_digits_classifier
 
         net, _ = load_digits_classifier(data_resolution, cache_dir)
         trunk = net.body[:6]  # conv stack up to the last ReLU before pooling: (N, 64, R/2, R/2)
-        return FrozenTarget(trunk, lambda m, x: m(x), spec, resolution, preprocess or "none", 1)
-    if spec.startswith("python:"):
-        module = _factory(spec[7:])()
-        if not isinstance(module, nn.Module):
-            raise DitlabError(f"aux.encoder={spec} returned {type(module).__name__}, not a torch.nn.Module")
-        return FrozenTarget(module, lambda m, x: m(x), spec, resolution, preprocess or "none", None)
-    raise DitlabError(
-        f"unknown REPA encoder '{spec}'; set aux.encoder to dinov2_vitb14 (torch.hub), timm:<model>, digits, "
-        "or python:<module>:<factory>"
-    )
+        return FrozenTarget(trunk, lambda m, x: m(x), spec, resolution, preprocess, 1)
+    module = _factory(spec[7:])()  # python:<module>:<factory> (target_identity refused anything else)
+    if not isinstance(module, nn.Module):
+        raise DitlabError(f"aux.encoder={spec} returned {type(module).__name__}, not a torch.nn.Module")
+    return FrozenTarget(module, lambda m, x: m(x), spec, resolution, preprocess, None)
+
+
+class CachedTarget:
+    """Targets a latent cache stored (``ditlab-extract ... aux=repa``): batches already carry the encoder's
+    output for the image or flip the sample uses, so nothing runs here and the encoder costs nothing."""
+
+    def __init__(self, identity: dict[str, Any]):
+        self.name = identity["encoder"]
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return features.float()
 
 
 def _drop_prefix(x: torch.Tensor, prefix: int) -> torch.Tensor:

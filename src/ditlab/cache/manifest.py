@@ -5,6 +5,7 @@ Layout of a cache directory::
     manifest.json                     this file (``complete: false`` until every shard exists)
     shards/shard-00000.safetensors    source items [first_index, end_index) of the sorted listing
     shards/shard-00001.safetensors    ...
+    shards/repa-00000.safetensors     with ``aux=repa``: the REPA encoder's features, rows as in shard 00000
     logs/                             ditlab-extract's logs, one per process
 
 Each shard holds, for its readable images, the encoder's *unscaled* posterior mean and std of the
@@ -12,6 +13,11 @@ image and of its horizontal flip (``mean``, ``std``, ``mean_flip``, ``std_flip``
 deterministic encoder), the class id (``label``) and the position in the source listing
 (``index``). Training picks a flip and draws the posterior sample every step, then scales, so the
 cache keeps both augmentations of DiT's loop and does not depend on the scaling factor.
+
+Extracted with ``aux=repa``, the cache also holds the frozen REPA encoder's output for each image and
+its flip (``feat``, ``feat_flip``, plus ``index``), in one feature file per latent shard; the manifest's
+``repa_features`` records which encoder and preprocessing made them (:func:`feature_spec`) and whether
+every feature file exists (``complete``; the latents stay usable while features are being added).
 """
 
 from __future__ import annotations
@@ -33,6 +39,49 @@ PLAN_KEYS = ("format", "source", "resolution", "channels", "latent_shape", "dtyp
 
 def shard_file(k: int) -> str:
     return f"shards/shard-{k:05d}.safetensors"
+
+
+def feature_file(k: int) -> str:
+    return f"shards/repa-{k:05d}.safetensors"
+
+
+# What identifies the REPA targets stored in a cache (ditlab.auxloss.targets.target_identity): the option of each.
+FEATURE_IDENTITY = {
+    "encoder": "aux.encoder",
+    "resolution": "aux.encoder_resolution",
+    "preprocess": "aux.encoder_preprocess",
+}
+
+
+def feature_spec(identity: dict[str, Any], shape: tuple[int, ...], dtype: str) -> dict[str, Any]:
+    dims = ", ".join(str(d) for d in shape)
+    return {
+        **{k: identity[k] for k in FEATURE_IDENTITY},
+        "shape": list(shape),
+        "dtype": dtype,
+        "fields": {
+            "feat": f"(n, {dims}) {dtype}: the REPA encoder's output for the image (eval mode, no gradients)",
+            "feat_flip": f"(n, {dims}) {dtype}: its output for the horizontally flipped image",
+            "index": "(n,) int64: position in the source listing (the rows of the latent shard of the same number)",
+        },
+        "complete": False,
+    }
+
+
+def feature_differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    return [
+        f"{option}: cache has {_short(have.get(k))}, requested {_short(want.get(k))}"
+        for k, option in FEATURE_IDENTITY.items()
+        if have.get(k) != want.get(k)
+    ]
+
+
+def feature_options(spec: dict[str, Any]) -> str:
+    """The command-line options that make (or match) these features, e.g. ``aux=repa aux.encoder=digits ...``."""
+    values = " ".join(
+        f"{option}={v if isinstance(v := spec[k], str) else json.dumps(v)}" for k, option in FEATURE_IDENTITY.items()
+    )
+    return "aux=repa " + values
 
 
 def make_plan(

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ditlab.atomic import replace_atomically
+from ditlab.cache.manifest import feature_file
 from ditlab.resumable_loader import item_generator
 
 MAX_OPEN_SHARDS = 64  # per process; least recently used handles are closed beyond this
@@ -48,10 +49,12 @@ def shard_meta(path: Path) -> dict[str, Any] | None:
 
 
 class LatentCacheDataset(Dataset):
-    """Items ``(x, label)``: x = cat([mean, std]) of the image or, with probability 0.5, of its flip."""
+    """Items ``(x, label)``: x = cat([mean, std]) of the image or, with probability 0.5, of its flip.
+    ``features``: items ``(x, label, feat)``, with the REPA encoder's stored output for the same image or flip."""
 
-    def __init__(self, cache_dir: Path, manifest: dict[str, Any], random_flip: bool):
+    def __init__(self, cache_dir: Path, manifest: dict[str, Any], random_flip: bool, features: bool = False):
         self.files = [str(cache_dir / s["file"]) for s in manifest["shards"]]
+        self.feature_files = [str(cache_dir / feature_file(k)) for k in range(len(self.files))] if features else None
         self.offsets = [0]  # item i lives in shard k where offsets[k] <= i < offsets[k + 1]
         for s in manifest["shards"]:
             self.offsets.append(self.offsets[-1] + int(s["count"]))
@@ -65,16 +68,17 @@ class LatentCacheDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:  # worker processes open their own handles
         return {**self.__dict__, "_handles": OrderedDict()}
 
-    def _shard(self, k: int):
-        handle = self._handles.pop(k, None)
+    def _shard(self, k: int, files: list[str] | None = None):
+        key = (k, files is not None)
+        handle = self._handles.pop(key, None)
         if handle is None:
-            handle = safe_open(self.files[k], framework="pt")
+            handle = safe_open((files or self.files)[k], framework="pt")
             if len(self._handles) >= MAX_OPEN_SHARDS:
                 self._handles.popitem(last=False)
-        self._handles[k] = handle
+        self._handles[key] = handle
         return handle
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
         if not 0 <= i < len(self):
             raise IndexError(i)
         k = bisect.bisect_right(self.offsets, i) - 1
@@ -84,4 +88,7 @@ class LatentCacheDataset(Dataset):
         names = ["mean" + suffix] + (["std" + suffix] if self.has_std else [])
         x = torch.cat([shard.get_slice(name)[row : row + 1][0] for name in names]).float()  # (2C or C, h, w)
         label = int(shard.get_slice("label")[row : row + 1][0])
-        return x, label
+        if self.feature_files is None:
+            return x, label
+        feat = self._shard(k, self.feature_files).get_slice("feat" + suffix)[row : row + 1][0].float()
+        return x, label, feat

@@ -1,5 +1,8 @@
 """Data modules yield ``(images in [-1, 1] of shape (N, C, R, R), int labels)`` batches.
 
+A latent cache yields cached posteriors in place of images, and, when an auxiliary loss reads
+targets stored with it (REPA's encoder features), a third element holding them.
+
 ``batch_size`` in every data config is the *global* batch (as in DiT's ``--global-batch-size``);
 each of the ``world_size`` processes loads ``batch_size / world_size`` so results do not depend
 on how many devices ran them.

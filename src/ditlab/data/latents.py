@@ -3,6 +3,8 @@
 Batches hold cached posteriors, not images; :meth:`adapt_encoder` checks the cache against the
 run's encoder and returns the encoder that turns them into latents (a posterior sample and the
 scaling, every step), so the training loop, checkpoints and samples are those of an image run.
+With ``aux=repa``, REPA calls :meth:`cached_features`: batches then also carry the REPA encoder's
+stored features of the same image or flip, ``(x, label, feat)``, and no encoder runs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ditlab.cache.features import training_check
 from ditlab.cache.manifest import MANIFEST, encoder_differences, read_manifest
 from ditlab.cache.shards import LatentCacheDataset, shard_meta
 from ditlab.data.base import DATASETS, ImageDataModule
@@ -72,6 +75,7 @@ class LatentsDataModule(ImageDataModule):
         self.random_flip = bool(random_flip)
         self.seed = int(seed)
         self.dataset: LatentCacheDataset | None = None
+        self.features: dict[str, Any] | None = None  # the REPA features batches carry (cached_features)
 
     def adapt_encoder(self, encoder: LatentEncoder) -> LatentEncoder:
         wanted = encoder.describe()
@@ -89,9 +93,19 @@ class LatentsDataModule(ImageDataModule):
             )
         return CachedPosteriorEncoder(encoder, has_std=bool(self.manifest["has_std"]))
 
+    def cached_features(self, identity: dict[str, Any]) -> list[int]:
+        """Batches carry the stored REPA features made as ``identity`` asks (refused in one line when the
+        cache holds none, another encoder's, or an unfinished set); returns one feature's shape."""
+        shape = training_check(self.cache_dir, self.manifest, identity)
+        self.features = dict(identity)
+        self.dataset = None
+        return shape
+
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
-            self.dataset = LatentCacheDataset(self.cache_dir, self.manifest, self.random_flip)
+            self.dataset = LatentCacheDataset(
+                self.cache_dir, self.manifest, self.random_flip, features=self.features is not None
+            )
 
     def train_dataloader(self):
         self.setup()
@@ -104,4 +118,5 @@ class LatentsDataModule(ImageDataModule):
             "num_latents": int(self.manifest["num_latents"]),
             "source_root": self.manifest["source"].get("root"),
             "random_flip": self.random_flip,
+            "repa_features": self.features,  # None: batches carry no stored encoder features
         }

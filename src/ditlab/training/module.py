@@ -70,11 +70,11 @@ class DiffusionModule(L.LightningModule):
             group["lr"] = self.lr
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y, *stored = batch  # a latent cache with REPA features adds them: (x, y, features)
         z = self.encoder.encode(x)
         with self.aux.watch(self.model):
             terms = self.objective.loss(self.model, z, {"y": y})
-        terms = self.aux.add_to(terms, x)  # adds e.g. "repa" and its weighted sum to "loss"
+        terms = self.aux.add_to(terms, stored[0] if stored else x)  # adds e.g. "repa" and its sum to "loss"
         loss = terms["loss"].mean()
         # Reading a value back (divergence check, logging) waits for the GPU: the guard folds the loss into a
         # device flag every step and reads it on logging steps only, when the logger reads values anyway.
@@ -126,7 +126,7 @@ class DiffusionModule(L.LightningModule):
 
     def health_loss(self, batch) -> torch.Tensor:
         """The training loss of the current weights on ``batch`` (no gradients, fixed draws)."""
-        x, y = batch
+        x, y = batch[:2]
         with torch.no_grad(), seeded_rng(self.device, self.seed, self.global_rank, self.global_step, -1):
             return self.objective.loss(self.model, self.encoder.encode(x), {"y": y})["loss"].mean()
 
