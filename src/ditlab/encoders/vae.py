@@ -102,7 +102,11 @@ class VAEEncoder(LatentEncoder):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        z = z / self.scaling_factor + self.shift_factor
+        # DiTPipeline's expression (1/s, then a multiply; DiT's sample.py divides, one rounding apart), so a
+        # ditlab-export folder decodes bit-identically to ditlab-sample.
+        z = 1 / self.scaling_factor * z
+        if self.shift_factor:
+            z = z + self.shift_factor
         with torch.autocast(z.device.type, enabled=False):
             return self.vae.decode(z.to(self.vae.dtype)).sample.float()
 

@@ -1,12 +1,12 @@
 """adaLN-Zero ditlab models <-> diffusers ``DiTTransformer2DModel`` (for ``DiTPipeline``), same outputs.
 
 Key mapping (official ``models.py`` names -> diffusers): ``x_embedder.proj`` -> ``pos_embed.proj``; the fused ``attn.qkv``
-splits into ``attn1.to_q/to_k/to_v``; ``attn.proj`` -> ``attn1.to_out.0``; ``mlp.fc1/fc2`` ->
+-> ``attn1.to_qkv`` (diffusers' fused projection, which the exported class uses) and, split, ``attn1.to_q/to_k/to_v``; ``attn.proj`` -> ``attn1.to_out.0``; ``mlp.fc1/fc2`` ->
 ``ff.net.0.proj`` / ``ff.net.2``; ``adaLN_modulation.1`` -> ``norm1.linear``; the final layer ->
 ``proj_out_1`` (modulation) / ``proj_out_2`` (linear). diffusers has no shared embedders: the
 timestep MLP and label table are copied into **every** block, and its final layer reads block 0's.
 
-Three diffusers behaviours differ from DiT and are set on every block of an exported model:
+Four diffusers behaviours differ from DiT and are set on every block of an exported model:
 
 * timestep frequencies: diffusers uses ``downscale_freq_shift=1`` (exp(-ln 1e4 * k / 127)); DiT
   uses 0 (k / 128). With converted weights the outputs differ by O(1) (max |Δ| 3.6 on a toy model)
@@ -17,6 +17,9 @@ Three diffusers behaviours differ from DiT and are set on every block of an expo
 * label dropout is drawn independently per block in training: set to 0 (drop labels yourself,
   by passing the null id ``num_classes``, if you fine-tune in diffusers);
 * LayerNorm eps: built with ``norm_eps=1e-6`` like DiT (diffusers' default is 1e-5).
+* q/k/v: diffusers projects them with three matrix multiplies, DiT with one (``attn.qkv``); the
+  same sums in a different order (a kernel may sum a 3D-wide product differently from a D-wide one:
+  max |Δ| 1e-12 in float64 on CPU), so the export uses diffusers' fused projection (``fused_qkv``).
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ _WB = ("weight", "bias")
 def to_diffusers(model: DiT):
     """An equivalent ``diffusers.DiTTransformer2DModel`` (eval mode) for an adaLN-Zero ditlab model.
 
-    ``transformer(x, timestep=t, class_labels=y).sample`` equals ``model(x, t, y)``: (N, C_out, H, W),
-    learned-Σ channels included (``out_channels`` is set explicitly).
+    ``transformer(x, timestep=t, class_labels=y).sample`` equals ``model(x, t, y)`` bit for bit (same
+    operations in the same order, q/k/v fused as in DiT): (N, C_out, H, W), learned-Σ channels included
+    (``out_channels`` is set explicitly).
     """
     # lazy: diffusers is slow to import and only this needs it
     from ditlab.models.diffusers_transformer import DitlabDiTTransformer2DModel
@@ -76,6 +80,7 @@ def to_diffusers(model: DiT):
         num_embeds_ada_norm=model.num_classes,
         norm_eps=1e-6,
         timestep_downscale_freq_shift=0,  # DiT's frequencies, stored in the config (survives save/load)
+        fused_qkv=True,  # DiT's one qkv matrix multiply: bit-identical outputs, not just equal up to summation order
     )
     src = model.state_dict()
     dst: dict[str, torch.Tensor] = {}
@@ -88,7 +93,9 @@ def to_diffusers(model: DiT):
     for i in range(len(model.blocks)):
         b, e = f"transformer_blocks.{i}.", f"transformer_blocks.{i}.norm1.emb."
         for wb in _WB:
-            q, k, v = src[f"blocks.{i}.attn.qkv.{wb}"].chunk(3, dim=0)  # fused [q | k | v] rows
+            qkv = src[f"blocks.{i}.attn.qkv.{wb}"]
+            dst[f"{b}attn1.to_qkv.{wb}"] = qkv  # what runs (fused_qkv=True)
+            q, k, v = qkv.chunk(3, dim=0)  # fused [q | k | v] rows, for diffusers' plain class and from_diffusers
             dst[f"{b}attn1.to_q.{wb}"], dst[f"{b}attn1.to_k.{wb}"], dst[f"{b}attn1.to_v.{wb}"] = q, k, v
             for ours, theirs in _BLOCK_KEYS:
                 dst[f"{b}{theirs}.{wb}"] = src[f"blocks.{i}.{ours}.{wb}"]

@@ -1,4 +1,4 @@
-"""``DiTTransformer2DModel`` whose config stores DiT's timestep frequencies.
+"""``DiTTransformer2DModel`` whose config stores DiT's timestep frequencies and fused q/k/v projection.
 
 diffusers' ``DiTTransformer2DModel`` embeds timesteps with ``downscale_freq_shift=1`` (frequencies
 exp(-ln 1e4 * k / 127)); the official DiT uses 0 (k / 128), and with DiT weights the two give
@@ -10,6 +10,14 @@ folder's ``model_index.json`` names this class; ditlab must be importable). With
 folder's transformer as a plain ``DiTTransformer2DModel`` and set
 ``block.norm1.emb.time_proj.downscale_freq_shift = 0`` on every block (what
 :func:`ditlab.models.diffusers_interop.use_official_timestep_frequencies` does).
+
+``fused_qkv: true`` (what ditlab writes) makes every block project q, k and v with one matrix
+multiply, as DiT's fused ``attn.qkv`` does, instead of diffusers' three (``to_q``/``to_k``/``to_v``):
+the same arithmetic as the ditlab model, so outputs are bit-identical rather than equal up to the
+order in which the matrix-multiply kernel sums (different for a 3D-wide and a D-wide product, e.g.
+in float64 on CPU). It uses diffusers' own ``Attention.fuse_projections`` and
+``FusedAttnProcessor2_0``; the folder keeps ``to_q``/``to_k``/``to_v`` too (the plain class loads
+those and ignores ``to_qkv``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from diffusers import (
     ModelMixin,  # noqa: F401  (DiffusionPipeline's loader looks the base class up in this module)
 )
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
 
 
 class DitlabDiTTransformer2DModel(DiTTransformer2DModel):
@@ -42,6 +51,7 @@ class DitlabDiTTransformer2DModel(DiTTransformer2DModel):
         norm_elementwise_affine: bool = False,
         norm_eps: float = 1e-5,
         timestep_downscale_freq_shift: float = 1.0,  # diffusers' value; DiT's is 0 (what ditlab writes)
+        fused_qkv: bool = False,  # diffusers' default; ditlab writes true (DiT's single qkv matrix multiply)
     ):
         super().__init__(
             num_attention_heads=num_attention_heads,
@@ -63,3 +73,6 @@ class DitlabDiTTransformer2DModel(DiTTransformer2DModel):
         )
         for block in self.transformer_blocks:
             block.norm1.emb.time_proj.downscale_freq_shift = timestep_downscale_freq_shift
+            if fused_qkv:  # adds attn1.to_qkv (loaded from the folder like any weight) and uses it
+                block.attn1.fuse_projections()
+                block.attn1.set_processor(FusedAttnProcessor2_0())

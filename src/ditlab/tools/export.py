@@ -3,26 +3,31 @@
     ditlab-export ckpt=runs/<run> out=exports/<name> [sampler=dpm_solver sampler.steps=10]
 
 The folder holds ``transformer/`` (a :class:`DitlabDiTTransformer2DModel`, whose config stores
-DiT's timestep frequencies), ``vae/`` (the run's VAE, its ``scaling_factor`` set to the one the run
+DiT's timestep frequencies and fused q/k/v projection), ``vae/`` (the run's VAE, its ``scaling_factor`` set to the one the run
 trained with), ``scheduler/`` (the diffusers scheduler ditlab's sampler uses, built from the run's
 own noise schedule), ``model_index.json`` and ``ditlab_export.json`` (source, sampler, steps, how to
-call it). ``DiTPipeline.from_pretrained(out)`` then samples what ``ditlab-sample`` samples with the
-same seed, sampler and steps at ``guidance_scale=1``.
+call it). ``DiTPipeline.from_pretrained(out)`` then samples, bit for bit, what ``ditlab-sample``
+samples with the same seed, labels, sampler and steps (guidance with ``guidance.channels=all`` and
+1000-class models only: the pipeline's null label is 1000).
 
 Refused with one line: blocks other than adaLN-Zero (diffusers' DiT has no other design), flow
 objectives (DiTPipeline runs DDPM-family schedulers), pixel-space runs (the pipeline decodes with a
 VAE), a VAE ``shift_factor`` (the pipeline ignores it) and samplers diffusers cannot run (ditlab's
-own DDPM with learned Σ, which the pipeline discards, and DDIM).
+own DDPM with learned Σ, which the pipeline discards, and DDIM) or runs differently from ditlab
+(schedulers that scale the first noise, use fractional timesteps or draw noise in their steps).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_sampler
@@ -68,6 +73,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     sampler = build_sampler(_sampler_config(cfg.get("sampler"), source.default_sampler))
     sampler.check(source.objective)
     scheduler = sampler.build(source.objective)
+    _check_pipeline_runs_it_alike(scheduler)
     vae = encoder.vae
     vae.register_to_config(scaling_factor=float(encoder.scaling_factor))  # DiTPipeline divides latents by it
     pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
@@ -83,14 +89,18 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "latent_shape": list(source.latent_shape),
         "vae_scaling_factor": float(encoder.scaling_factor),
         "usage": (
+            "import ditlab.models.diffusers_transformer  # registers the transformer class the folder names\n"
             f"DiTPipeline.from_pretrained('{out}')(class_labels=[...], num_inference_steps={sampler.steps}, "
             "guidance_scale=1, generator=torch.Generator().manual_seed(seed), output_type='np')"
         ),
         "notes": [
             "DiTPipeline guides with the null label 1000 (ImageNet): guidance_scale > 1 only for 1000-class models.",
             "DiTPipeline guides all latent channels and discards the learned variance.",
-            "Loading needs ditlab installed (model_index.json names ditlab's transformer class, which stores the "
-            "timestep-frequency fix in its config).",
+            "Loading needs ditlab installed and ditlab.models.diffusers_transformer imported first (model_index.json "
+            "names ditlab's transformer class, which stores the timestep-frequency fix and the fused q/k/v "
+            "projection in its config; diffusers imports no module a folder names).",
+            "Same seed, labels and steps as ditlab-sample (one pipeline call per ditlab batch, one generator) "
+            "give the same images: the same operations in the same order, bit for bit.",
         ],
     }
     (tmp / "ditlab_export.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -99,6 +109,34 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     tmp.rename(out)
     log.info("wrote %s (DiTPipeline: transformer + vae + %s, %d steps)", out, type(scheduler).__name__, sampler.steps)
     return record
+
+
+def _check_pipeline_runs_it_alike(scheduler) -> None:
+    """Refuse schedulers that DiTPipeline's loop (``pipelines/dit/pipeline_dit.py``) runs differently from
+    ditlab's sampler: it never scales the first noise by ``init_noise_sigma``, feeds the transformer the
+    scheduler's timesteps unrounded, and calls ``step`` without a generator (noise from the global RNG)."""
+    name = type(scheduler).__name__
+    why = None
+    if float(scheduler.init_noise_sigma) != 1.0:
+        why = f"it starts from noise scaled by init_noise_sigma={float(scheduler.init_noise_sigma):g}, which DiTPipeline skips"
+    elif not torch.equal(scheduler.timesteps, scheduler.timesteps.round()):
+        why = "its timesteps are fractional; DiTPipeline passes them unrounded, ditlab rounds them"
+    elif "generator" in inspect.signature(scheduler.step).parameters:
+        t, x = scheduler.timesteps[0], torch.ones(1, 1, 2, 2)
+        steps = []
+        for seed in (0, 1):  # a stochastic step gives different results for different generators
+            s = copy.deepcopy(scheduler)
+            out = s.step(
+                torch.full_like(x, 0.5), t, s.scale_model_input(x, t), generator=torch.Generator().manual_seed(seed)
+            )
+            steps.append(out.prev_sample)
+        if not torch.equal(*steps):
+            why = "its steps draw noise, which DiTPipeline takes from the global RNG instead of the seeded generator"
+    if why:
+        raise DitlabError(
+            f"{name} cannot export: {why}; export with sampler=dpm_solver (deterministic DPM-Solver++) or "
+            "sampler=diffusers (UniPC)"
+        )
 
 
 def _sampler_config(chosen: DictConfig | None, own: dict[str, Any]) -> DictConfig:
