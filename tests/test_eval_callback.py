@@ -176,3 +176,50 @@ def test_a_finished_checkpoint_is_evaluated_again_at_another_guidance_scale(trai
     assert again["metrics_recipe"]["nfe"] == base["metrics_recipe"]["nfe"] // 2  # no guidance: one call per step
     assert set(again["metrics"]) == {"fd_digits", "kd_digits", "kd_digits_std", "digits_accuracy"}
     assert json.loads((tmp_path / "base" / "summary.json").read_text()) == json.loads(json.dumps(base))
+
+
+def early_stopping_run(train_cfg, *overrides: str, run: str):
+    """Epochs of 3 steps, 12 steps at most, early stopping on eval/fd_digits (the real callbacks group)."""
+    return train(
+        train_cfg(
+            *EVAL,
+            "sampler=ddpm",
+            "callbacks=[default,early_stopping]",
+            "callbacks.early_stopping.monitor=eval/fd_digits",
+            "callbacks.early_stopping.patience=1",
+            "+trainer.limit_train_batches=3",
+            "trainer.max_steps=12",
+            "checkpoint.every_n_steps=2",
+            *overrides,
+            run=run,
+        )
+    )
+
+
+def test_early_stopping_on_an_eval_metric_stops_at_the_evaluation_step(train_cfg, tmp_path):
+    # min_delta=1e9: no evaluation after the first counts as an improvement, so with patience 1 the run
+    # must stop at the second evaluation (step 4, mid-epoch), not at an epoch end and not at max_steps.
+    summary = early_stopping_run(
+        train_cfg, "eval.every_n_steps=2", "callbacks.early_stopping.min_delta=1e9", run="stop"
+    )
+    run = tmp_path / "stop"
+    rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["final"]) for r in rows] == [(2, False), (4, True)]  # the last evaluation is the final one
+    assert summary["steps"] == 4 < 12 and summary["images_seen"] == 4 * 16
+    assert summary["metrics_step"] == 4 and summary["metrics"]["fd_digits"] == rows[-1]["fd_digits"]
+    assert {p.name for p in (run / "checkpoints").glob("step*.ckpt")} == {"step0000002.ckpt", "step0000004.ckpt"}
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4
+    (state,) = (v for k, v in last["callbacks"].items() if k.startswith("EarlyStopping"))
+    assert state["wait_count"] == 1 and float(state["best_score"]) == pytest.approx(rows[0]["fd_digits"])
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+def test_early_stopping_on_an_eval_metric_waits_for_evaluations_and_runs_on_while_it_improves(train_cfg, tmp_path):
+    # Evaluations every 4 steps, epochs of 3: epoch ends at steps 3 and 9 have no fresh value (Lightning's
+    # own EarlyStopping would stop the run at step 3 with "eval/fd_digits ... not available").
+    summary = early_stopping_run(train_cfg, "eval.every_n_steps=4", run="improving")
+    rows = [json.loads(line) for line in (tmp_path / "improving" / "eval" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert rows[1]["fd_digits"] < rows[0]["fd_digits"], "premise of this test: the metric improved at step 8"
+    assert summary["steps"] == 12 and summary["metrics_step"] == 12

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.atomic import replace_atomically
 from ditlab.devices import autocast
 from ditlab.errors import DitlabError
 from ditlab.metrics.extractors import build_extractor
@@ -171,8 +172,12 @@ class EvalCallback(L.Callback):
         # Training stopped before max_steps (max_epochs, early stopping): evaluate what there is.
         if self.cfg.final and trainer.global_step != self._last_step:
             self.evaluate(trainer, pl_module, final=True)
-        elif self.cfg.final and self.history:
+        elif self.cfg.final and self.history:  # stopped at an evaluation step: that evaluation is the final one
             self.history[-1]["final"] = True
+            history = self.run_dir / EVAL_DIR / HISTORY_FILE
+            if trainer.is_global_zero and history.exists():  # metrics.jsonl says so too
+                rows = [*history.read_text().splitlines()[:-1], json.dumps(self.history[-1])]
+                replace_atomically(history, lambda tmp: tmp.write_text("\n".join(rows) + "\n"))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A checkpoint that already reached trainer.max_steps: Lightning skips the training loop and

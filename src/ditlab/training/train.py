@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -224,7 +225,10 @@ def make_trainer(run: Run, preemption: Preemption) -> L.Trainer:
     show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
     trainer_kwargs["enable_progress_bar"] = show_bar
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
-    callbacks = [checkpointing, *extra] + [c for c in (run.best, run.evaluator) if c is not None] + run.callbacks
+    # Early stopping after the evaluator: at an evaluation step it must read the eval/* value just logged.
+    stoppers = [c for c in extra if isinstance(c, EarlyStopping)]
+    callbacks = [checkpointing, *(c for c in extra if c not in stoppers)]
+    callbacks += [c for c in (run.best, run.evaluator) if c is not None] + stoppers + run.callbacks
     callbacks.append(preemption)
     trainer = L.Trainer(
         **trainer_kwargs,

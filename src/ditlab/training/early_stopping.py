@@ -1,0 +1,45 @@
+"""Lightning's ``EarlyStopping``, checked right after each evaluation when it watches ``eval/<metric>``.
+
+Lightning checks at the end of every training epoch. Evaluation metrics arrive every
+``eval.every_n_steps`` steps, which rarely falls on an epoch end: before the first evaluation the
+key is missing (Lightning stops the run with a RuntimeError), and after it each epoch end would
+re-read the last value and count it as one more check without improvement. Watching an ``eval/*``
+key, this subclass checks after each evaluation instead (so ``patience`` counts evaluations, and
+the run stops at the evaluation's step); any other key is checked as Lightning does. ``train()``
+puts it after the evaluation callback, so at an evaluation step it reads the value just logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
+
+EVAL_PREFIX = "eval/"
+
+
+class EarlyStopping(LightningEarlyStopping):
+    @property
+    def watches_eval(self) -> bool:
+        return self.monitor.startswith(EVAL_PREFIX)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.watches_eval:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.watches_eval:
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.watches_eval and not self._should_skip_check(trainer) and _evaluated_at(trainer, trainer.global_step):
+            self._run_early_stopping_check(trainer)  # on every rank: its stop decision is collective
+
+
+def _evaluated_at(trainer: L.Trainer, step: int) -> bool:
+    from ditlab.training.eval_callback import EvalCallback  # lazy: keeps this module light for Hydra
+
+    return any(isinstance(c, EvalCallback) and c.history and c.history[-1]["step"] == step for c in trainer.callbacks)
