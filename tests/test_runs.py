@@ -490,7 +490,8 @@ def reap():
             proc.wait()
 
 
-@pytest.mark.slow  # three 2-process launches: ~1 min on 2 quiet cores, beyond the default suite's budget
+# three 2-process launches: 43-49 s on 2 quiet cores (measured 3 times), in the default suite because
+# bitwise per-rank resume is what users trust this framework with
 def test_two_processes_draw_their_own_noise_and_a_preempted_ddp_run_continues_bitwise(tmp_path, reap):
     proc, full = ddp_run(tmp_path, "full")
     reap(proc)
