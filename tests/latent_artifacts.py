@@ -67,6 +67,18 @@ def compose_extract(*overrides: str):
     )
 
 
+def extract_cfg(assets: dict, cache_dir: Path, *overrides: str):
+    """``compose_extract`` for the test image folder and VAE in ``assets`` (a module fixture's dict)."""
+    return compose_extract(
+        f"data.root={assets['root']}",
+        f"encoder.path={assets['vae']}",
+        f"cache_dir={cache_dir}",
+        "data.skip_corrupt=true",
+        "dtype=float32",
+        *overrides,
+    )
+
+
 # A cache-trained run at test size: tiny DiT on 4x8x8 latents (16px images through the tiny VAE).
 LATENT_TRAIN = [
     "data=latents",

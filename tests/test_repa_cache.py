@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from latent_artifacts import LATENT_TRAIN, compose_extract, make_image_folder, make_tiny_vae
+from latent_artifacts import LATENT_TRAIN, compose_extract, extract_cfg, make_image_folder, make_tiny_vae
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -42,17 +42,6 @@ def assets(tmp_path_factory):
     root = base / "train"
     make_image_folder(root, per_class=3)  # 13 files, one corrupt: 12 cached images in shards of 5
     return {"base": base, "vae": vae, "root": root}
-
-
-def extract_cfg(assets, cache_dir, *overrides):
-    return compose_extract(
-        f"data.root={assets['root']}",
-        f"encoder.path={assets['vae']}",
-        f"cache_dir={cache_dir}",
-        "data.skip_corrupt=true",
-        "dtype=float32",
-        *overrides,
-    )
 
 
 @pytest.fixture(scope="module")
