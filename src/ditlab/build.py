@@ -56,3 +56,17 @@ def build_model(
         )
     except TypeError as e:
         raise DitlabError(f"bad model options (model.*): {e}") from None
+
+
+def build_model_for(cfg: DictConfig, data: ImageDataModule, encoder: LatentEncoder, objective: Objective) -> DiT:
+    """The backbone for these parts: it reads the encoder's latents of the data's images and outputs what
+    the objective predicts, with one class embedding per data class."""
+    channels, side = encoder.latent_shape(data.channels, data.resolution)
+    return build_model(
+        cfg.model,
+        cfg.block,
+        in_channels=channels,
+        input_size=side,
+        out_channels=objective.out_channels(channels),
+        num_classes=data.num_classes,
+    )

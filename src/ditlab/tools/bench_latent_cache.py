@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from ditlab.build import build_data, build_encoder, build_model, build_objective
+from ditlab.build import build_data, build_encoder, build_model, build_model_for, build_objective
 from ditlab.cache.extract import extract
 from ditlab.devices import resolve_device
 from ditlab.encoders.vae import VAEEncoder
@@ -71,16 +71,8 @@ class TrainLoop:
         L.seed_everything(int(cfg.seed), verbose=False)
         self.data = build_data(cfg.data)
         encoder = self.data.adapt_encoder(build_encoder(cfg.encoder))
-        channels, side = encoder.latent_shape(self.data.channels, self.data.resolution)
         objective = build_objective(cfg.objective)
-        model = build_model(
-            cfg.model,
-            cfg.block,
-            in_channels=channels,
-            input_size=side,
-            out_channels=objective.out_channels(channels),
-            num_classes=self.data.num_classes,
-        )
+        model = build_model_for(cfg, self.data, encoder, objective)
         self.module = DiffusionModule(
             model, objective, encoder, lr=cfg.optim.lr, ema_decay=cfg.ema.decay, images_per_step=self.data.batch_size
         ).to(device)

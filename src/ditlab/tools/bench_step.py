@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ditlab.build import build_data, build_encoder, build_model, build_objective
+from ditlab.build import build_data, build_encoder, build_model_for, build_objective
 from ditlab.models.dit import model_tag
 from ditlab.tools.bench_latent_cache import machine, to_json  # noqa: F401  (the bench protocol: machine/to_json)
 from ditlab.tools.flops import measured_gflops
@@ -89,20 +89,8 @@ class PlainLoop:
         torch.manual_seed(int(cfg.seed) + 1)
         data = build_data(cfg.data)
         self.encoder = data.adapt_encoder(build_encoder(cfg.encoder)).to(device)
-        channels, side = self.encoder.latent_shape(data.channels, data.resolution)
         self.objective = build_objective(cfg.objective)
-        self.model = (
-            build_model(
-                cfg.model,
-                cfg.block,
-                in_channels=channels,
-                input_size=side,
-                out_channels=self.objective.out_channels(channels),
-                num_classes=data.num_classes,
-            )
-            .to(device)
-            .train()
-        )
+        self.model = build_model_for(cfg, data, self.encoder, self.objective).to(device).train()
         self.ema = make_ema(self.model)
         self.decay = float(cfg.ema.decay)
         # The same AdamW construction as ditlab's module (fused kernel): the ratio measures the framework only.

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab import progress
 from ditlab.atomic import replace_atomically
 from ditlab.auxloss import build_aux
-from ditlab.build import build_data, build_encoder, build_model, build_objective, build_sampler
+from ditlab.build import build_data, build_encoder, build_model_for, build_objective, build_sampler
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
@@ -119,7 +119,6 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
 
     data = build_data(cfg.data)
     encoder = data.adapt_encoder(build_encoder(cfg.encoder))  # a latent cache checks it and reads posteriors
-    latent_channels, latent_side = encoder.latent_shape(data.channels, data.resolution)
     objective = build_objective(cfg.objective)
     sampler = build_sampler(cfg.sampler)
     sampler.check(objective)
@@ -128,14 +127,7 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
     best = monitored_checkpoint(cfg, evaluator, run_dir / rd.CHECKPOINT_DIR)
     if evaluator is not None:  # the final evaluation's images can serve as samples.npz (one sampling pass)
         evaluator.keep_final_samples = bool(cfg.eval.final) and bool(cfg.final_samples.get("reuse_eval", True))
-    model = build_model(
-        cfg.model,
-        cfg.block,
-        in_channels=latent_channels,
-        input_size=latent_side,
-        out_channels=objective.out_channels(latent_channels),
-        num_classes=data.num_classes,
-    )
+    model = build_model_for(cfg, data, encoder, objective)
     if resume is not None:
         check_fits(resume, model)
     elif cfg.get("init_from"):  # fine-tuning: the model and its EMA start from these weights
