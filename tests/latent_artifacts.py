@@ -11,22 +11,27 @@ from PIL import Image
 CLASSES = ("ant", "bee", "cat")  # sorted: label ids 0, 1, 2
 
 
-def make_tiny_vae(directory: Path, seed: int = 0) -> Path:
-    """A 0.66M-parameter AutoencoderKL (downsample 2, 4 latent channels), written with save_pretrained."""
-    import torch
+def tiny_vae(sample_size: int = 32):
+    """A 0.66M-parameter AutoencoderKL (downsample 2, 4 latent channels), weights from the global RNG."""
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         block_out_channels=(32, 64),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=32,
-        sample_size=32,
+        sample_size=sample_size,
     )
-    vae.save_pretrained(directory)
+
+
+def make_tiny_vae(directory: Path, seed: int = 0) -> Path:
+    """:func:`tiny_vae` seeded with ``seed``, written with save_pretrained."""
+    import torch
+
+    torch.manual_seed(seed)
+    tiny_vae().save_pretrained(directory)
     return directory
 
 

@@ -95,17 +95,10 @@ def test_model_without_label_dropout_gets_an_unused_null_row():
 
 
 def test_exported_model_runs_in_dit_pipeline():
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline
+    from diffusers import DDIMScheduler, DiTPipeline
+    from latent_artifacts import tiny_vae
 
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=16,
-    )
+    vae = tiny_vae(sample_size=16)
     # DiTPipeline's CFG hard-codes the null label 1000 (ImageNet): export a 1000-class model.
     transformer = to_diffusers(trained_looking_dit(num_classes=1000))
     pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
