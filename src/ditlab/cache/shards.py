@@ -60,7 +60,7 @@ class LatentCacheDataset(Dataset):
             self.offsets.append(self.offsets[-1] + int(s["count"]))
         self.has_std = bool(manifest["has_std"])
         self.random_flip = random_flip
-        self._handles: OrderedDict[int, Any] = OrderedDict()
+        self._handles: OrderedDict[str, Any] = OrderedDict()  # open files by path, least recently used first
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -68,14 +68,13 @@ class LatentCacheDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:  # worker processes open their own handles
         return {**self.__dict__, "_handles": OrderedDict()}
 
-    def _shard(self, k: int, files: list[str] | None = None):
-        key = (k, files is not None)
-        handle = self._handles.pop(key, None)
+    def _open(self, path: str):
+        handle = self._handles.pop(path, None)
         if handle is None:
-            handle = safe_open((files or self.files)[k], framework="pt")
+            handle = safe_open(path, framework="pt")
             if len(self._handles) >= MAX_OPEN_SHARDS:
                 self._handles.popitem(last=False)
-        self._handles[key] = handle
+        self._handles[path] = handle
         return handle
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
@@ -83,12 +82,12 @@ class LatentCacheDataset(Dataset):
             raise IndexError(i)
         k = bisect.bisect_right(self.offsets, i) - 1
         row = i - self.offsets[k]
-        shard = self._shard(k)
+        shard = self._open(self.files[k])
         suffix = "_flip" if self.random_flip and torch.rand((), generator=item_generator(i)) < 0.5 else ""
         names = ["mean" + suffix] + (["std" + suffix] if self.has_std else [])
         x = torch.cat([shard.get_slice(name)[row : row + 1][0] for name in names]).float()  # (2C or C, h, w)
         label = int(shard.get_slice("label")[row : row + 1][0])
         if self.feature_files is None:
             return x, label
-        feat = self._shard(k, self.feature_files).get_slice("feat" + suffix)[row : row + 1][0].float()
+        feat = self._open(self.feature_files[k]).get_slice("feat" + suffix)[row : row + 1][0].float()
         return x, label, feat

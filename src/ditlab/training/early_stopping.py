@@ -20,9 +20,17 @@ EVAL_PREFIX = "eval/"
 
 
 class EarlyStopping(LightningEarlyStopping):
+    _evaluators: list[Any] = []  # the run's evaluation callbacks, found once in setup
+
     @property
     def watches_eval(self) -> bool:
         return self.monitor.startswith(EVAL_PREFIX)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        from ditlab.training.eval_callback import EvalCallback  # lazy: keeps this module light for Hydra
+
+        self._evaluators = [c for c in trainer.callbacks if isinstance(c, EvalCallback)]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.watches_eval:
@@ -35,11 +43,8 @@ class EarlyStopping(LightningEarlyStopping):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.watches_eval and not self._should_skip_check(trainer) and _evaluated_at(trainer, trainer.global_step):
+        if self.watches_eval and not self._should_skip_check(trainer) and self._evaluated_at(trainer.global_step):
             self._run_early_stopping_check(trainer)  # on every rank: its stop decision is collective
 
-
-def _evaluated_at(trainer: L.Trainer, step: int) -> bool:
-    from ditlab.training.eval_callback import EvalCallback  # lazy: keeps this module light for Hydra
-
-    return any(isinstance(c, EvalCallback) and c.history and c.history[-1]["step"] == step for c in trainer.callbacks)
+    def _evaluated_at(self, step: int) -> bool:
+        return any(c.history and c.history[-1]["step"] == step for c in self._evaluators)
