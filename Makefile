@@ -13,7 +13,10 @@ help:  ## list targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip resolves torch to a CUDA build on Linux (~6 GB installed): say so up front when the disk is short.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import shutil; free = shutil.disk_usage('$(VENV)').free / 2**30; \
+	free < 7 and print(f'warning: {free:.1f} GiB free for $(VENV); the install needs about 6 GiB (torch with its CUDA libraries)')"
 	$(BIN)/python -m pip install --progress-bar off -e ".[test]"
 	@touch $@
 

@@ -215,11 +215,24 @@ def test_early_stopping_on_an_eval_metric_stops_at_the_evaluation_step(train_cfg
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
 
 
-def test_early_stopping_on_an_eval_metric_waits_for_evaluations_and_runs_on_while_it_improves(train_cfg, tmp_path):
-    # Evaluations every 4 steps, epochs of 3: epoch ends at steps 3 and 9 have no fresh value (Lightning's
-    # own EarlyStopping would stop the run at step 3 with "eval/fd_digits ... not available").
-    summary = early_stopping_run(train_cfg, "eval.every_n_steps=4", run="improving")
-    rows = [json.loads(line) for line in (tmp_path / "improving" / "eval" / "metrics.jsonl").read_text().splitlines()]
+def test_early_stopping_on_an_eval_metric_waits_for_evaluations_and_counts_only_them(train_cfg, tmp_path):
+    # Evaluations every 4 steps, epochs of 3. min_delta=1e9: no evaluation after the first counts as an
+    # improvement, whatever the training does. With patience 3 the evaluations at 8 and 12 leave the run
+    # two checks short of stopping, so it runs to max_steps. Checks at epoch ends would break this: at
+    # step 3 no value exists yet (Lightning's own EarlyStopping stops the run with "eval/fd_digits ...
+    # not available"), and at steps 6 and 9 a re-read of the last value would be two more checks
+    # without improvement, stopping the run at step 9.
+    summary = early_stopping_run(
+        train_cfg,
+        "eval.every_n_steps=4",
+        "callbacks.early_stopping.min_delta=1e9",
+        "callbacks.early_stopping.patience=3",
+        run="waits",
+    )
+    run = tmp_path / "waits"
+    rows = [json.loads(line) for line in (run / "eval" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8, 12]
-    assert rows[1]["fd_digits"] < rows[0]["fd_digits"], "premise of this test: the metric improved at step 8"
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    (state,) = (v for k, v in last["callbacks"].items() if k.startswith("EarlyStopping"))
+    assert state["wait_count"] == 2 and float(state["best_score"]) == pytest.approx(rows[0]["fd_digits"])
     assert summary["steps"] == 12 and summary["metrics_step"] == 12

@@ -15,6 +15,7 @@ from ditlab.build import build_objective, build_sampler
 from ditlab.cli import compose
 from ditlab.encoders.vae import VAEEncoder
 from ditlab.errors import DitlabError
+from ditlab.images import to_uint8
 from ditlab.models.diffusers_interop import to_diffusers
 from ditlab.samplers.diffusers_sampler import DiffusersSampler
 from ditlab.samplers.generate import generate
@@ -23,7 +24,7 @@ from ditlab.tools.sample import sample
 from ditlab.training.train import train
 
 
-def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_path):
+def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_path, monkeypatch):
     from diffusers import DiTPipeline
 
     vae = make_tiny_vae(tmp_path / "vae")
@@ -44,6 +45,8 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
     )
     run = tmp_path / "run"
     recipe = ["sampler=dpm_solver", "sampler.steps=5", "seed=3"]
+    decoded, decode = [], VAEEncoder.decode
+    monkeypatch.setattr(VAEEncoder, "decode", lambda self, z: decoded.append(decode(self, z)) or decoded[-1])
     sample(
         compose(
             "sample",
@@ -70,11 +73,23 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
     blocks = pipe.transformer.transformer_blocks
     assert all(b.norm1.emb.time_proj.downscale_freq_shift == 0 for b in blocks)
     assert all(type(b.attn1.processor).__name__ == "FusedAttnProcessor2_0" for b in blocks)  # DiT's one qkv matmul
+    kw = dict(guidance_scale=1, num_inference_steps=5, output_type="pt")
+    floats = pipe(class_labels=labels.tolist(), generator=torch.Generator().manual_seed(3), **kw).images
     theirs = pipeline_uint8(pipe, labels, 5, guidance_scale=1, generator=torch.Generator().manual_seed(3))
     assert theirs.shape == ours.shape == (6, 16, 16, 3)
-    # Same noise, transformer ops (fused q/k/v), scheduler and VAE decode expression: the same bytes.
-    np.testing.assert_array_equal(theirs, ours)
-    assert ours.std() > 5  # not a blank image that would match anything
+    # Same noise, transformer ops (fused q/k/v), scheduler and VAE decode expression: bit-identical
+    # floats (the pipeline's [0, 1] images are (x / 2 + 0.5).clamp(0, 1) of its decoded x) ...
+    (x,) = decoded
+    assert torch.equal(floats, (x / 2 + 0.5).clamp(0, 1))
+    np.testing.assert_array_equal(ours, to_uint8(x))  # ditlab's bytes: DiT's rule
+    np.testing.assert_array_equal(theirs, pil_uint8(pipe, floats))  # the pipeline's: round(255 u)
+    # ... so the bytes differ only where the two rules round one float apart: off by one, at a value
+    # within float error of a rounding boundary (k + 0.5 on the 0..255 scale).
+    apart = theirs != ours
+    scaled = 255 * floats.permute(0, 2, 3, 1).double().numpy()
+    assert np.all(np.abs(theirs.astype(int) - ours.astype(int))[apart] == 1)
+    assert np.all(np.abs(scaled[apart] % 1 - 0.5) < 1e-4), scaled[apart]
+    assert apart.mean() < 1e-3 and ours.std() > 5  # not a blank image that would match anything
 
     with pytest.raises(DitlabError, match="already exists"):
         export(compose("export", [f"ckpt={run}", f"out={tmp_path / 'pipe'}"]))
