@@ -4,6 +4,7 @@
 import csv
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -13,6 +14,7 @@ from PIL import Image
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES
 from ditlab.objectives.ddpm import DDPMObjective
+from ditlab.provenance import NUMERIC_PACKAGES
 from ditlab.training.ema import make_ema, update_ema
 from ditlab.training.train import train
 
@@ -64,6 +66,10 @@ def test_few_step_run_writes_every_output(train_cfg, tmp_path):
     assert cfg.guidance.scale > 1 and on_disk["sampling"]["cfg_scale"] == cfg.guidance.scale
     assert on_disk["sampling"]["nfe"] == 8  # 4 sampling steps x 2 (CFG)
     assert np.isfinite(on_disk["final_loss"])
+    # The versions of the packages a run's numbers depend on, read from the installed distributions.
+    assert on_disk["versions"]["numpy"] == np.__version__ and on_disk["versions"]["lightning"] == L.__version__
+    assert on_disk["versions"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])  # +cu130 or not
+    assert set(on_disk["versions"]) == set(NUMERIC_PACKAGES) and all(on_disk["versions"].values())
     # Per-step metrics and the resolved config.
     assert [int(r["step"]) for r in read_metrics(run)] == [0, 1, 2, 3]
     saved = OmegaConf.load(run / "config.yaml")

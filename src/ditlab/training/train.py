@@ -30,7 +30,7 @@ from ditlab.build import build_data, build_encoder, build_model_for, build_objec
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
-from ditlab.provenance import git_commit
+from ditlab.provenance import git_commit, package_versions
 from ditlab.report.curves import write_curves
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
@@ -299,6 +299,7 @@ def build_summary(
         "init_from": cfg.get("init_from"),
         **(run.evaluator.summary_fields() if run.evaluator else {"metrics": {}}),
         "torch": torch.__version__,
+        "versions": package_versions(),
         "device": str(run.module.device),
     }
 
