@@ -20,7 +20,7 @@ EVAL_PREFIX = "eval/"
 
 
 class EarlyStopping(LightningEarlyStopping):
-    _evaluators: list[Any] = []  # the run's evaluation callbacks, found once in setup
+    _evaluators: tuple[Any, ...] = ()  # the run's evaluation callbacks, found once in setup
 
     @property
     def watches_eval(self) -> bool:
@@ -30,7 +30,7 @@ class EarlyStopping(LightningEarlyStopping):
         super().setup(trainer, pl_module, stage)
         from ditlab.training.eval_callback import EvalCallback  # lazy: keeps this module light for Hydra
 
-        self._evaluators = [c for c in trainer.callbacks if isinstance(c, EvalCallback)]
+        self._evaluators = tuple(c for c in trainer.callbacks if isinstance(c, EvalCallback))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.watches_eval:
