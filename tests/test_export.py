@@ -45,8 +45,7 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
     )
     run = tmp_path / "run"
     recipe = ["sampler=dpm_solver", "sampler.steps=5", "seed=3"]
-    decoded, decode = [], VAEEncoder.decode
-    monkeypatch.setattr(VAEEncoder, "decode", lambda self, z: decoded.append(decode(self, z)) or decoded[-1])
+    decoded = record_decodes(monkeypatch)
     sample(
         compose(
             "sample",
@@ -97,6 +96,13 @@ def test_exported_pipeline_samples_what_ditlab_sample_samples(train_cfg, tmp_pat
         export(compose("export", [f"ckpt={run}", f"out={tmp_path / 'p2'}", "sampler=ddim"]))
 
 
+def record_decodes(monkeypatch) -> list[torch.Tensor]:
+    """Every ``VAEEncoder.decode`` output from now on: ditlab's images in [-1, 1], before uint8."""
+    decoded, decode = [], VAEEncoder.decode
+    monkeypatch.setattr(VAEEncoder, "decode", lambda self, z: decoded.append(decode(self, z)) or decoded[-1])
+    return decoded
+
+
 def pipeline_uint8(pipe, labels, steps: int, **kw) -> np.ndarray:
     """The pipeline's own PIL images as (N, H, W, 3) uint8: what a diffusers user gets."""
     images = pipe(class_labels=[int(y) for y in labels], num_inference_steps=steps, output_type="pil", **kw).images
@@ -108,7 +114,7 @@ def pil_uint8(pipe, images: torch.Tensor) -> np.ndarray:
     return np.stack([np.asarray(im) for im in pipe.numpy_to_pil(images.permute(0, 2, 3, 1).float().numpy())])
 
 
-def test_guided_sampling_in_batches_matches_bit_for_bit(tmp_path):
+def test_guided_sampling_in_batches_matches_bit_for_bit(tmp_path, monkeypatch):
     """CFG (DiTPipeline: null label 1000, all channels guided) and several batches drawn from one
     generator, through generate() -- the loop ditlab-sample runs -- on a 1000-class model."""
     from diffusers import DiTPipeline
@@ -119,8 +125,7 @@ def test_guided_sampling_in_batches_matches_bit_for_bit(tmp_path):
     sampler = build_sampler(compose("sample", ["sampler=dpm_solver", "sampler.steps=4"]).sampler)
     labels = torch.tensor([1, 999, 7, 7, 0, 500])
     guidance = {"scale": 4.0, "channels": "all"}
-    decoded, decode = [], encoder.decode
-    encoder.decode = lambda z: decoded.append(decode(z)) or decoded[-1]  # ditlab's images before uint8
+    decoded = record_decodes(monkeypatch)
     ours = np.concatenate(
         [im for im, _, _ in generate(model, objective, sampler, encoder, labels, (4, 8), guidance, 3, 11, 1000)]
     )
