@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import compose_train
 
 from ditlab.data import DATASETS
@@ -29,11 +30,24 @@ from ditlab.metrics.extractors import EXTRACTORS
 from ditlab.models.blocks import BLOCKS
 from ditlab.objectives import OBJECTIVES
 from ditlab.objectives.paths import PATHS
+from ditlab.optim import OPTIMIZERS, SCHEDULES
 from ditlab.samplers import SAMPLERS
 from ditlab.training.loggers import LOGGERS
 from ditlab.training.train import train
 
-REGISTRIES = (BLOCKS, OBJECTIVES, PATHS, SAMPLERS, ENCODERS, DATASETS, LOGGERS, METRICS, EXTRACTORS)
+REGISTRIES = (
+    BLOCKS,
+    OBJECTIVES,
+    PATHS,
+    SAMPLERS,
+    ENCODERS,
+    DATASETS,
+    LOGGERS,
+    METRICS,
+    EXTRACTORS,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 
 
 @dataclass
@@ -418,7 +432,63 @@ EXTRACTOR = Part(  # a feature extractor and a Fréchet distance in its feature 
     overrides=("eval.metrics=[fd_pixels]", "eval.num_samples=20", "eval.batch_size=20"),
 )
 
-PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET, LOGGER, METRIC, EXTRACTOR]
+
+def check_optimizer(s, run):
+    assert s["optim"]["optim"] == {"name": "ext_sgd", "module": "ext_optim", "lr": 0.01, "momentum": 0.8}
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert state["param_groups"][0]["momentum"] == 0.8
+    assert all("momentum_buffer" in v for v in state["state"].values())  # SGD's state, not AdamW's
+
+
+OPTIMIZER = Part(
+    kind="optimizer",
+    module="ext_optim",
+    code="""
+        import torch
+
+        from ditlab.optim import OPTIMIZERS
+
+
+        @OPTIMIZERS.register("ext_sgd")
+        def sgd(named_params, lr, momentum=0.9):
+            return torch.optim.SGD([p for _, p in named_params], lr=lr, momentum=momentum)
+    """,
+    yaml_path="optim/sgd.yaml",
+    yaml="name: ext_sgd\nmodule: ext_optim\nlr: 0.01\nmomentum: 0.8\n",
+    check=check_optimizer,
+)
+
+
+def check_schedule(s, run):
+    assert s["optim"]["lr_schedule"] == {"name": "ext_halving", "module": "ext_schedule", "every": 2}
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(s["optim"]["optim"]["lr"] / 4)
+
+
+SCHEDULE = Part(
+    kind="lr_schedule",
+    module="ext_schedule",
+    code="""
+        from ditlab.optim import SCHEDULES, Schedule
+
+
+        @SCHEDULES.register("ext_halving")
+        class Halving(Schedule):
+            name = "ext_halving"
+
+            def __init__(self, every):
+                super().__init__(0)
+                self.every = every
+
+            def after_warmup(self, step):
+                return 0.5 ** (step // self.every)
+    """,
+    yaml_path="lr_schedule/halving.yaml",
+    yaml="name: ext_halving\nmodule: ext_schedule\nevery: 2\n",
+    check=check_schedule,
+)
+
+PARTS = [BLOCK, OBJECTIVE, PATH, SAMPLER, ENCODER, DATASET, LOGGER, METRIC, EXTRACTOR, OPTIMIZER, SCHEDULE]
 
 
 # ------------------------------------------------------------------------------------------------ test

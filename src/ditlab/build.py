@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
@@ -11,10 +14,20 @@ from ditlab.encoders import ENCODERS, LatentEncoder
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT, model_kwargs  # model_kwargs: with the model it configures
 from ditlab.objectives import OBJECTIVES, Objective
+from ditlab.optim import OPTIMIZERS, SCHEDULES, Schedule
 from ditlab.registry import Registry, split_name
 from ditlab.samplers import SAMPLERS, Sampler
 
-__all__ = ["build_data", "build_encoder", "build_model", "build_objective", "build_sampler", "model_kwargs"]
+__all__ = [
+    "build_data",
+    "build_encoder",
+    "build_lr_schedule",
+    "build_model",
+    "build_objective",
+    "build_optimizer",
+    "build_sampler",
+    "model_kwargs",
+]
 
 
 def _construct(registry: Registry, cfg: Any) -> Any:
@@ -40,6 +53,26 @@ def build_objective(cfg: DictConfig) -> Objective:
 
 def build_sampler(cfg: DictConfig) -> Sampler:
     return _construct(SAMPLERS, cfg)
+
+
+def build_optimizer(cfg: DictConfig) -> Callable[..., Any]:
+    """``optim`` -> a function ``(named_params, lr) -> Optimizer``. The learning rate stays out of the bound
+    options: the module owns it (a resume may change it; the schedule scales it)."""
+    name, module, kwargs = split_name(cfg)
+    kwargs.pop("lr", None)
+    factory = OPTIMIZERS.get(name, module)
+    try:
+        inspect.signature(factory).bind([], lr=0.0, **kwargs)  # now: a bad option is one line before any work
+    except TypeError as e:
+        raise DitlabError(f"bad options for optimizer '{name}' (optim.*): {e}") from None
+    return functools.partial(factory, **kwargs)
+
+
+def build_lr_schedule(cfg: DictConfig | None) -> Schedule | None:
+    """``lr_schedule`` -> the step -> multiplier function, or None for a constant rate (no scheduler)."""
+    if cfg is None or cfg.get("name") == "constant":
+        return None
+    return _construct(SCHEDULES, cfg)
 
 
 def build_model(

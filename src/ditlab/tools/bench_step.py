@@ -28,12 +28,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ditlab.build import build_data, build_encoder, build_model_for, build_objective
+from ditlab.build import build_data, build_encoder, build_model_for, build_objective, build_optimizer
 from ditlab.models.dit import model_tag
 from ditlab.tools.bench_latent_cache import machine, to_json  # noqa: F401  (the bench protocol: machine/to_json)
 from ditlab.tools.flops import measured_gflops
 from ditlab.training.ema import make_ema, update_ema
-from ditlab.training.module import make_adamw
 
 log = logging.getLogger("ditlab")
 NAME = "step_overhead"
@@ -94,9 +93,7 @@ class PlainLoop:
         self.ema = make_ema(self.model)
         self.decay = float(cfg.ema.decay)
         # The same AdamW construction as ditlab's module (fused kernel): the ratio measures the framework only.
-        self.opt = make_adamw(
-            list(self.model.parameters()), cfg.optim.lr, cfg.optim.weight_decay, tuple(cfg.optim.betas)
-        )
+        self.opt = build_optimizer(cfg.optim)(list(self.model.named_parameters()), lr=float(cfg.optim.lr))
         self.loader, self.device, self.epoch = data.train_dataloader(), device, 0
         self.batches = iter(self.loader)
 

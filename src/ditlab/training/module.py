@@ -1,4 +1,4 @@
-"""The LightningModule: encode -> objective loss on the DiT -> AdamW step -> EMA update.
+"""The LightningModule: encode -> objective loss on the DiT -> optimizer step (+ LR schedule) -> EMA update.
 
 It never looks inside the encoder, the objective or the block design; each arrives built from
 its own config group.
@@ -12,6 +12,7 @@ The data pipeline keeps the global stream to itself (see :mod:`ditlab.resumable_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -22,6 +23,8 @@ from ditlab.auxloss import AuxLoss, NoAux
 from ditlab.encoders.base import LatentEncoder
 from ditlab.models.dit import DiT
 from ditlab.objectives.base import Objective
+from ditlab.optim import Schedule
+from ditlab.optim.optimizers import adamw
 from ditlab.training.divergence import DivergenceGuard
 from ditlab.training.ema import make_ema, update_ema
 
@@ -33,8 +36,8 @@ class DiffusionModule(L.LightningModule):
         objective: Objective,
         encoder: LatentEncoder,
         lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: Callable[..., torch.optim.Optimizer] = adamw,
+        lr_schedule: Schedule | None = None,
         ema_decay: float = 0.9999,
         images_per_step: int = 1,
         meta: dict[str, Any] | None = None,
@@ -49,7 +52,9 @@ class DiffusionModule(L.LightningModule):
         self.objective = objective
         # Not registered as a submodule: the frozen encoder stays out of checkpoints and the optimizer.
         self.__dict__["encoder"] = encoder
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.lr = lr
+        # optimizer(named_params, lr=...) builds it (optim group); lr_schedule(step) scales lr (None: constant)
+        self.make_optimizer, self.lr_schedule = optimizer, lr_schedule
         self.ema_decay = ema_decay
         self.images_per_step = images_per_step  # global batch x gradient accumulation
         self.meta = meta or {}
@@ -64,10 +69,15 @@ class DiffusionModule(L.LightningModule):
         self.encoder.to(self.device)
 
     def on_train_start(self) -> None:
-        # After a resume the optimizer state comes from the checkpoint; the learning rate is the
-        # run's (a resume may lower it, e.g. after a divergence; recorded in the run's resume log).
+        # After a resume the optimizer (and scheduler) state comes from the checkpoint; the learning rate is
+        # the run's (a resume may lower it, e.g. after a divergence; recorded in the run's resume log), scaled
+        # by the schedule at the step the run continues from (the scheduler's own count of its steps).
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs]
+        factor = self.lr_schedule(schedulers[0].last_epoch) if schedulers else 1.0
+        for scheduler in schedulers:
+            scheduler.base_lrs = [self.lr] * len(scheduler.base_lrs)
         for group in self.trainer.optimizers[0].param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * factor
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, *stored = batch  # a latent cache with REPA features adds them: (x, y, features)
@@ -83,6 +93,9 @@ class DiffusionModule(L.LightningModule):
             for name, value in terms.items():
                 self.log(f"train/{name}", value.mean(), prog_bar=name == "loss", sync_dist=True)
             self.log("train/images_seen", float((self.global_step + 1) * self.images_per_step), sync_dist=False)
+            # Logged at the step count after this optimizer step (N, as evaluations and checkpoints are), not
+            # Lightning's 0-based batch index (N-1); Lightning's logger connector uses a logged "step" as the step.
+            self.log("step", float(self.global_step + 1), sync_dist=False)
         return loss
 
     def _is_logging_step(self) -> bool:
@@ -110,8 +123,13 @@ class DiffusionModule(L.LightningModule):
         update_ema(self.ema, self.model, self.ema_decay)
 
     def configure_optimizers(self):
-        params = [p for p in [*self.model.parameters(), *self.aux.parameters()] if p.requires_grad]
-        return make_adamw(params, self.lr, self.weight_decay, self.betas)
+        named = [*self.model.named_parameters(), *self.aux.named_parameters(prefix="aux")]
+        optimizer = self.make_optimizer([(n, p) for n, p in named if p.requires_grad], lr=self.lr)
+        if self.lr_schedule is None:
+            return optimizer
+        # Stepped after every optimizer step: the multiplier of step k applies to optimizer step k.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def train(self, mode: bool = True) -> DiffusionModule:
         super().train(mode)
@@ -129,13 +147,6 @@ class DiffusionModule(L.LightningModule):
         x, y = batch[:2]
         with torch.no_grad(), seeded_rng(self.device, self.seed, self.global_rank, self.global_step, -1):
             return self.objective.loss(self.model, self.encoder.encode(x), {"y": y})["loss"].mean()
-
-
-def make_adamw(params: list[torch.Tensor], lr: float, weight_decay: float, betas: tuple[float, float]):
-    """AdamW with torch's fused kernel (one kernel for all tensors; CPU and CUDA) where it exists. torch's
-    default on CPU is a Python loop over the tensors: 2.4x slower per step for DiT-tiny, measured."""
-    fused = all(p.device.type in ("cpu", "cuda") for p in params) or None
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused)
 
 
 def step_seed(*key: int) -> int:

@@ -26,7 +26,15 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab import progress
 from ditlab.atomic import replace_atomically
 from ditlab.auxloss import build_aux
-from ditlab.build import build_data, build_encoder, build_model_for, build_objective, build_sampler
+from ditlab.build import (
+    build_data,
+    build_encoder,
+    build_lr_schedule,
+    build_model_for,
+    build_objective,
+    build_optimizer,
+    build_sampler,
+)
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
@@ -159,9 +167,9 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
         model,
         objective,
         encoder,
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        betas=tuple(cfg.optim.betas),
+        lr=float(cfg.optim.lr),
+        optimizer=build_optimizer(cfg.optim),
+        lr_schedule=build_lr_schedule(cfg.get("lr_schedule")),  # after the compute plan: it may set max_steps
         ema_decay=cfg.ema.decay,
         images_per_step=data.batch_size * accumulate,
         meta=meta,
@@ -293,6 +301,8 @@ def build_summary(
         **next((c.summary_fields() for c in trainer.callbacks if isinstance(c, TrainingThroughput)), {}),
         "sampling": recipe,
         "seed": int(cfg.seed),
+        # The optimizer and schedule as run (the wandb config holds the same groups).
+        "optim": {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("optim", "lr_schedule") if k in cfg},
         "git_commit": git_commit(),
         "compute_plan": run.plan.as_dict() if run.plan is not None else None,
         "resumed_from": str(run.resume.ckpt_path) if run.resume else None,
@@ -332,10 +342,13 @@ def _validate(cfg: DictConfig) -> None:
             "final_samples.num_samples and final_samples.batch_size must be positive",
         ),
         (float(cfg.optim.lr) >= 0, f"optim.lr must be >= 0 (0: weights stay fixed), got {cfg.optim.lr}"),
-        (float(cfg.optim.weight_decay) >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}"),
         (
-            len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
-            f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}",
+            float(cfg.optim.get("weight_decay", 0)) >= 0,
+            f"optim.weight_decay must be >= 0, got {cfg.optim.get('weight_decay')}",
+        ),
+        (  # AdamW's, and any user optimizer's that takes betas
+            "betas" not in cfg.optim or len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
+            f"optim.betas must be two numbers in [0, 1), got {cfg.optim.get('betas')}",
         ),
         (0 <= float(cfg.ema.decay) <= 1, f"ema.decay must be in [0, 1] (DiT: 0.9999), got {cfg.ema.decay}"),
         (
