@@ -12,28 +12,16 @@ from hydra.core.global_hydra import GlobalHydra
 
 from ditlab.config import CONFIG_DIR
 from ditlab.errors import DitlabError
+from ditlab.models.accounting import PAPER_GFLOPS as PAPER_TABLE
+from ditlab.models.accounting import block_label
 from ditlab.models.dit import DiT
 from ditlab.tools.flops import closed_form_gflops, count_params, measured_gflops
 from ditlab.tools.flops_cli import count_composition, format_table, run
 from ditlab.training.train import train
 
-# Paper Table 4, forward Gflops per image at 256x256 (latent 32x32x4), printed with 2 decimals.
-PAPER_GFLOPS = {
-    "DiT-S/8": 0.36,
-    "DiT-S/4": 1.41,
-    "DiT-S/2": 6.06,
-    "DiT-B/8": 1.42,
-    "DiT-B/4": 5.56,
-    "DiT-B/2": 23.01,
-    "DiT-L/8": 5.01,
-    "DiT-L/4": 19.70,
-    "DiT-L/2": 80.71,
-    "DiT-XL/8": 7.39,
-    "DiT-XL/4": 29.05,
-    "DiT-XL/2": 118.64,
-}
-# The Fig. 5 designs at XL/2 (paper Table 4 / §3.2).
-PAPER_BLOCK_GFLOPS = {"adaln_zero": 118.64, "adaln": 118.56, "cross_attn": 137.62, "in_context": 119.37}
+# Paper Table 4 (one home: ditlab.models.accounting.PAPER_GFLOPS), by model at 256x256 and by design at XL/2.
+PAPER_GFLOPS = {name: g for (name, block, side), g in PAPER_TABLE.items() if block == "adaln_zero" and side == 32}
+PAPER_BLOCK_GFLOPS = {block: g for (name, block, side), g in PAPER_TABLE.items() if name == "DiT-XL/2" and side == 32}
 # Parameters in all (pos_embed included) / trainable, from the official code.
 OFFICIAL_PARAMS = {
     "DiT-S/8": (33_148_160, 33_142_016),
@@ -76,7 +64,8 @@ def test_ditlab_flops_reproduces_paper_table_4(tmp_path):
     records = json.loads(res.stdout)
     assert [r["name"] for r in records] == list(PAPER_GFLOPS)  # S/8 ... XL/2, the paper's order
     for r in records:
-        assert set(r) == {"name", "patch_size", "block", "tokens", "params", "gflops"}
+        assert set(r) == {"name", "patch_size", "block", "tokens", "params", "gflops", "paper_gflops"}
+        assert r["paper_gflops"] == PAPER_GFLOPS[r["name"]]
         assert r["block"] == "adaln_zero" and r["tokens"] == (32 // r["patch_size"]) ** 2
         assert r["gflops"] == paper_tolerance(PAPER_GFLOPS[r["name"]]), r["name"]
         assert r["params"] == OFFICIAL_PARAMS[r["name"]][0], r["name"]
@@ -87,10 +76,25 @@ def test_ditlab_flops_table_for_one_composition(tmp_path):
     res = run_cli("ditlab-flops", "model=XL", "model.patch_size=2", "input_size=64", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     header, rule, row = res.stdout.strip().splitlines()
-    assert header.split() == ["name", "patch", "block", "tokens", "params", "gflops"]
+    assert header.split() == ["name", "patch", "block", "tokens", "params", "gflops", "paper", "diff"]
     # DiT-XL/2 at 512x512: 1024 tokens, 676,014,368 params, paper 524.60 Gflops (Table 4).
     assert row.split()[:5] == ["DiT-XL/2", "2", "adaln_zero", "1024", "676,014,368"]
     assert float(row.split()[5]) == paper_tolerance(524.60)
+    assert row.split()[6:] == ["524.60", "-0.01%"]
+
+
+def test_ditlab_flops_labels_block_options_and_has_no_paper_number_for_them(tmp_path):
+    res = run_cli("ditlab-flops", "model=XL", "model.patch_size=2", "block.mlp=swiglu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    row = res.stdout.strip().splitlines()[2].split()
+    assert row[2] == "adaln_zero+swiglu" and row[6:] == ["-", "-"]
+
+
+def test_block_label_names_every_option_off_the_paper_block():
+    assert block_label({"name": "adaln_zero", "norm": "layernorm", "mlp": "gelu", "qk_norm": False}) == "adaln_zero"
+    options = {"norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "position": "rope2d"}
+    assert block_label({"name": "adaln", **options}) == "adaln+rmsnorm+swiglu+qk_norm+rope2d"
+    assert block_label({"name": "mine", "module": "my_blocks", "gate": 0.5}) == "mine+gate=0.5"
 
 
 def test_ditlab_flops_bad_input_is_one_line(tmp_path):
@@ -140,10 +144,11 @@ def test_attention_is_counted_even_with_the_fused_cpu_kernel():
 
 
 def test_format_table_aligns_columns():
-    rows = [dict(name="DiT-S/8", patch_size=8, block="adaln_zero", tokens=16, params=33148160, gflops=0.357974)]
-    lines = format_table(rows).splitlines()
-    assert len(lines) == 3 and len({len(line) for line in lines}) == 1
-    assert "33,148,160" in lines[2] and lines[2].rstrip().endswith("0.357974")
+    row = dict(name="DiT-S/8", patch_size=8, block="adaln_zero", tokens=16, params=33148160, gflops=0.357974)
+    lines = format_table([{**row, "paper_gflops": 0.36}, {**row, "paper_gflops": None}]).splitlines()
+    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
+    assert "33,148,160" in lines[2] and lines[2].split()[-3:] == ["0.357974", "0.36", "-0.56%"]
+    assert lines[3].split()[-3:] == ["0.357974", "-", "-"]
 
 
 def test_training_logs_params_and_gflops_at_start_and_in_the_summary(train_cfg, tmp_path):

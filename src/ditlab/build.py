@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from ditlab.data import DATASETS, ImageDataModule
-from ditlab.encoders import ENCODERS, LatentEncoder
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT, model_kwargs  # model_kwargs: with the model it configures
-from ditlab.objectives import OBJECTIVES, Objective
-from ditlab.optim import OPTIMIZERS, SCHEDULES, Schedule
 from ditlab.registry import Registry, split_name
-from ditlab.samplers import SAMPLERS, Sampler
+
+if TYPE_CHECKING:
+    from ditlab.data import ImageDataModule
+    from ditlab.encoders import LatentEncoder
+    from ditlab.objectives import Objective
+    from ditlab.optim import Schedule
+    from ditlab.samplers import Sampler
 
 __all__ = [
     "build_data",
@@ -40,24 +42,34 @@ def _construct(registry: Registry, cfg: Any) -> Any:
 
 
 def build_data(cfg: DictConfig) -> ImageDataModule:
+    from ditlab.data import DATASETS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
+
     return _construct(DATASETS, cfg)
 
 
 def build_encoder(cfg: DictConfig) -> LatentEncoder:
+    from ditlab.encoders import ENCODERS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
+
     return _construct(ENCODERS, cfg)
 
 
 def build_objective(cfg: DictConfig) -> Objective:
+    from ditlab.objectives import OBJECTIVES  # lazy: ditlab-flops needs build_model only, not Lightning & co.
+
     return _construct(OBJECTIVES, cfg)
 
 
 def build_sampler(cfg: DictConfig) -> Sampler:
+    from ditlab.samplers import SAMPLERS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
+
     return _construct(SAMPLERS, cfg)
 
 
 def build_optimizer(cfg: DictConfig) -> Callable[..., Any]:
     """``optim`` -> a function ``(named_params, lr) -> Optimizer``. The learning rate stays out of the bound
     options: the module owns it (a resume may change it; the schedule scales it)."""
+    from ditlab.optim import OPTIMIZERS  # lazy, as the other parts
+
     name, module, kwargs = split_name(cfg)
     kwargs.pop("lr", None)
     factory = OPTIMIZERS.get(name, module)
@@ -72,6 +84,8 @@ def build_lr_schedule(cfg: DictConfig | None) -> Schedule | None:
     """``lr_schedule`` -> the step -> multiplier function, or None for a constant rate (no scheduler)."""
     if cfg is None or cfg.get("name") == "constant":
         return None
+    from ditlab.optim import SCHEDULES  # lazy, as the other parts
+
     return _construct(SCHEDULES, cfg)
 
 

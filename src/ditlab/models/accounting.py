@@ -100,3 +100,58 @@ def describe_model(model_cfg: Any, block_cfg: Any, model: DiT | None = None) -> 
     else:
         out["gflops_closed_form"] = round(closed, 6)
     return out
+
+
+# The DiT paper's forward Gflops per image (Table 4; the Fig. 5 designs at XL/2 from §3.2), as printed
+# (2 decimals), keyed by (model tag, block, latent side). The paper's models have 4 latent channels in and
+# 8 out (learned Σ); block options beyond the paper's (block.mlp=swiglu, ...) have no paper number.
+PAPER_GFLOPS: dict[tuple[str, str, int], float] = {
+    **{
+        (model_tag(size, patch), "adaln_zero", 32): gflops
+        for (size, patch), gflops in {
+            ("S", 8): 0.36,
+            ("S", 4): 1.41,
+            ("S", 2): 6.06,
+            ("B", 8): 1.42,
+            ("B", 4): 5.56,
+            ("B", 2): 23.01,
+            ("L", 8): 5.01,
+            ("L", 4): 19.70,
+            ("L", 2): 80.71,
+            ("XL", 8): 7.39,
+            ("XL", 4): 29.05,
+            ("XL", 2): 118.64,
+        }.items()
+    },
+    ("DiT-XL/2", "adaln", 32): 118.56,
+    ("DiT-XL/2", "cross_attn", 32): 137.62,
+    ("DiT-XL/2", "in_context", 32): 119.37,
+    ("DiT-XL/2", "adaln_zero", 64): 524.60,  # 512x512
+}
+# Block options at these values are the paper's block; any other value is named in the block's label.
+PAPER_BLOCK_OPTIONS = {"norm": "layernorm", "mlp": "gelu", "qk_norm": False, "position": "sincos"}
+
+
+def block_label(block_cfg: Any) -> str:
+    """The block's name with every option that differs from the paper's block, e.g. ``adaln_zero+swiglu``
+    (``block.mlp=swiglu``), ``adaln+rmsnorm+qk_norm``; a user block's own options as ``key=value``."""
+    options = {k: v for k, v in dict(block_cfg).items() if k not in ("name", "module")}
+    parts = [str(block_cfg["name"])]
+    for key, value in options.items():
+        if PAPER_BLOCK_OPTIONS.get(key, object()) == value:
+            continue
+        if key in PAPER_BLOCK_OPTIONS:
+            parts.append(key if value is True else str(value))
+        else:
+            parts.append(f"{key}={value}")
+    return "+".join(parts)
+
+
+def paper_gflops(
+    model: str, block: str, input_size: int, in_channels: int = 4, learn_sigma: bool = True
+) -> float | None:
+    """The paper's printed Gflops for this composition (``block`` as :func:`block_label` names it), or
+    ``None`` where the paper has no such model."""
+    if in_channels != 4 or not learn_sigma:
+        return None
+    return PAPER_GFLOPS.get((model, block, int(input_size)))

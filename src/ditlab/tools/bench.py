@@ -18,12 +18,13 @@ from pathlib import Path
 from ditlab.config import compose
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.provenance import git_commit
-from ditlab.tools import bench_latent_cache, bench_step
+from ditlab.tools import bench_flops_startup, bench_latent_cache, bench_step
 
 # name -> (module with add_arguments/run/machine/to_json, result file relative to the repository root)
 BENCHMARKS = {
     bench_latent_cache.NAME: (bench_latent_cache, Path("experiments/data/bench_latent_cache.json")),
     bench_step.NAME: (bench_step, Path("experiments/bench/step_overhead.json")),
+    bench_flops_startup.NAME: (bench_flops_startup, Path("experiments/bench/flops_startup.json")),
 }
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             result["git_commit"] = git_commit()
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(module.to_json(result))
-            headline = result.get("ratio_cached_over_raw") or result.get("ratio_ditlab_over_plain")
+            headline = next((v for k, v in result.items() if k.startswith("ratio_")), None)
             logging.getLogger("ditlab").info("%s: %s -> %s", name, headline, path)
 
 

@@ -1,12 +1,14 @@
 """``ditlab-eval``: the ADM evaluator's numbers for a sample set, in PyTorch.
 
     ditlab-eval samples.npz ref=VIRTUAL_imagenet256_labeled.npz
+    ditlab-eval runs/<digits run> eval.metrics=[fd_digits,digits_accuracy]   # the digits reference is built in
     ditlab-eval runs/<run> ref=ref.npz eval.metrics=[fid,sfid] out=metrics.json write_ref=mine.npz
     torchrun --nproc-per-node 8 -m ditlab.tools.evaluate samples.npz ref=ref.npz   # sharded over GPUs
 
 SAMPLES is an ``.npz`` with uint8 ``arr_0`` (N, H, W, C) and optional labels ``arr_1`` (what
 ``ditlab-sample``, ``ditlab-train`` and guided-diffusion's samplers write) or a run directory.
-``ref`` is an ADM-layout reference batch (:mod:`ditlab.metrics.reference`). Every other argument is
+``ref`` is an ADM-layout reference batch (:mod:`ditlab.metrics.reference`); the digits metrics need
+none (the bundled digits are their reference, ``eval.real_count`` of them). Every other argument is
 a Hydra override of ``conf/evaluate.yaml`` (``eval.*`` as in training). Each image goes through
 Inception once for all metrics; under ``torchrun`` each process takes every W-th image.
 """
@@ -33,8 +35,10 @@ from ditlab.errors import DitlabError, one_line_errors
 
 log = logging.getLogger("ditlab")
 USAGE = (
-    "usage: ditlab-eval SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] [key=value ...]"
+    "usage: ditlab-eval samples=SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] "
+    "[key=value ...] (ref= is not needed for the digits metrics)"
 )
+BUILTIN_DIGITS_REF = "builtin:digits"  # what ``ref`` says in the result when the bundled digits were the reference
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -48,12 +52,14 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ditlab.metrics.reference import read_reference, write_reference
     from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names, import_eval_modules, suite_options
 
-    for key in ("samples", "ref"):
-        if OmegaConf.is_missing(cfg, key):
-            raise DitlabError(f"no {key} given; {USAGE}")
+    if OmegaConf.is_missing(cfg, "samples"):
+        raise DitlabError(f"no samples given; {USAGE}")
     ec = cfg.eval
     import_eval_modules(ec)
     names = check_metric_names(list(ec.metrics or []))
+    builtin_ref = OmegaConf.is_missing(cfg, "ref") and all(METRICS.get(m).extractor == "digits" for m in names)
+    if OmegaConf.is_missing(cfg, "ref") and not builtin_ref:
+        raise DitlabError(f"no ref given (only the digits metrics have a built-in reference); {USAGE}")
     images, labels = load_samples(cfg.samples)
     rank, world = _init_distributed()
     device = resolve_device(str(cfg.device))
@@ -66,9 +72,12 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     suite = MetricSuite(names, extractors, suite_options(ec)).to(device)
     t0 = time.time()
-    suite.load_real(
-        read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size), rank=rank, world_size=world)
-    )
+    if builtin_ref:
+        suite.load_real(digits_reference(suite, extractors, side, ec, cfg.paths.cache_dir, device))
+    else:
+        suite.load_real(
+            read_reference(cfg.ref, suite, device=device, batch_size=int(ec.batch_size), rank=rank, world_size=world)
+        )
     mine = np.arange(rank, n, world)
     batch = int(ec.batch_size)
     with progress.bar(total=n, desc="samples", unit="img") as bar:
@@ -79,7 +88,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     values = suite.compute()  # collective under torchrun
     result = {
         "samples": str(cfg.samples),
-        "ref": str(cfg.ref),
+        "ref": BUILTIN_DIGITS_REF if builtin_ref else str(cfg.ref),
         "num_samples": int(n),
         **values,
         "extractors": {e: x.identity for e, x in extractors.items()},
@@ -100,6 +109,33 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
                 info={"source": str(cfg.samples), "extractors": result["extractors"]},
             )
     return result
+
+
+def digits_reference(suite: Any, extractors: dict[str, Any], side: int, ec: Any, cache_dir: str, device: Any):
+    """The digits metrics' real side: the bundled digits at the samples' resolution (the first
+    ``eval.real_count``), through the real-statistics cache training uses."""
+    # lazy, as in _evaluate: --help and bad-input errors never load Lightning (the data module's base)
+    from ditlab.data.digits import DigitsDataModule
+    from ditlab.metrics.real_stats import (
+        compute_real_stats,
+        load_real_stats,
+        real_image_batches,
+        save_real_stats,
+        stats_key,
+    )
+
+    data = DigitsDataModule(resolution=side)
+    real = {}
+    for name, needs in suite.needs_real().items():
+        count, batches = real_image_batches(data, ec.get("real_count"), int(ec.batch_size))
+        key = stats_key(data.describe(), side, count, extractors[name])
+        stats = load_real_stats(cache_dir, key, needs)
+        if stats is None:
+            stats = compute_real_stats(batches, extractors[name], device, needs, num_images=count)
+            save_real_stats(cache_dir, key, stats)
+        real[name] = {output: s.side() for output, s in stats.items()}
+    log.info("reference: %s (%d images at %dx%d)", BUILTIN_DIGITS_REF, count, side, side)
+    return real
 
 
 def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -22,15 +22,16 @@ from omegaconf import DictConfig
 from ditlab.build import build_model
 from ditlab.cli import _hydra_entry
 from ditlab.errors import DitlabError
-from ditlab.models.accounting import describe_model
+from ditlab.models.accounting import block_label, describe_model, paper_gflops
 
-RECORD_KEYS = ("name", "patch_size", "block", "tokens", "params", "gflops")
+RECORD_KEYS = ("name", "patch_size", "block", "tokens", "params", "gflops", "paper_gflops")
 
 
 def count_composition(
     model_cfg: Any, block_cfg: Any, input_size: int, in_channels: int, num_classes: int, learn_sigma: bool
 ) -> dict[str, Any]:
-    """One table record for a ``model`` + ``block`` group pair at the given latent shape."""
+    """One table record for a ``model`` + ``block`` group pair at the given latent shape: ``block`` names the
+    block with its non-paper options, ``paper_gflops`` is the paper's count (``None`` where it has none)."""
     with torch.device("meta"):  # parameters without storage: counting needs shapes only
         model = build_model(
             model_cfg,
@@ -41,7 +42,15 @@ def count_composition(
             num_classes=num_classes,
         )
     described = describe_model(model_cfg, block_cfg, model)
-    return {"name": described["model"], **{key: described[key] for key in RECORD_KEYS[1:]}}
+    label = block_label(block_cfg)
+    paper = paper_gflops(described["model"], label, input_size, in_channels, learn_sigma)
+    return {
+        "name": described["model"],
+        "patch_size": described["patch_size"],
+        "block": label,
+        **{key: described[key] for key in ("tokens", "params", "gflops")},
+        "paper_gflops": paper,
+    }
 
 
 def compositions(cfg: DictConfig) -> list[DictConfig]:
@@ -58,10 +67,26 @@ def compositions(cfg: DictConfig) -> list[DictConfig]:
     ]
 
 
+def paper_cells(record: dict[str, Any]) -> tuple[str, str]:
+    """The ``paper`` and ``diff`` cells: the paper's printed count and ours relative to it ("-" for none)."""
+    paper = record.get("paper_gflops")
+    if paper is None:
+        return "-", "-"
+    return f"{paper:.2f}", f"{(record['gflops'] - paper) / paper:+.2%}"
+
+
 def format_table(records: list[dict[str, Any]]) -> str:
-    header = ("name", "patch", "block", "tokens", "params", "gflops")
+    header = ("name", "patch", "block", "tokens", "params", "gflops", "paper", "diff")
     rows = [
-        (r["name"], str(r["patch_size"]), r["block"], str(r["tokens"]), f"{r['params']:,}", f"{r['gflops']:.6g}")
+        (
+            r["name"],
+            str(r["patch_size"]),
+            r["block"],
+            str(r["tokens"]),
+            f"{r['params']:,}",
+            f"{r['gflops']:.6g}",
+            *paper_cells(r),
+        )
         for r in records
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]

@@ -7,16 +7,19 @@ re-read the last value and count it as one more check without improvement. Watch
 key, this subclass checks after each evaluation instead (so ``patience`` counts evaluations, and
 the run stops at the evaluation's step); any other key is checked as Lightning does. ``train()``
 puts it after the evaluation callback, so at an evaluation step it reads the value just logged.
+When it stops a run, it says so in one ``ditlab`` log line (step, monitored key, Lightning's reason).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 
 EVAL_PREFIX = "eval/"
+log = logging.getLogger("ditlab")
 
 
 class EarlyStopping(LightningEarlyStopping):
@@ -45,6 +48,14 @@ class EarlyStopping(LightningEarlyStopping):
     ) -> None:
         if self.watches_eval and not self._should_skip_check(trainer) and self._evaluated_at(trainer.global_step):
             self._run_early_stopping_check(trainer)  # on every rank: its stop decision is collective
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        stopping_already = trainer.should_stop
+        super()._run_early_stopping_check(trainer)
+        if trainer.should_stop and not stopping_already and trainer.is_global_zero:
+            # Lightning's own message is logged only with verbose=True, and not through ditlab's log.
+            reason = getattr(self, "stopping_reason_message", None) or f"no improvement in {self.patience} checks"
+            log.info("early stopping at step %d (%s): %s", trainer.global_step, self.monitor, reason)
 
     def _evaluated_at(self, step: int) -> bool:
         return any(c.history and c.history[-1]["step"] == step for c in self._evaluators)
