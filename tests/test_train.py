@@ -71,7 +71,7 @@ def test_few_step_run_writes_every_output(train_cfg, tmp_path):
     assert on_disk["versions"]["torch"] in (torch.__version__, torch.__version__.split("+")[0])  # +cu130 or not
     assert set(on_disk["versions"]) == set(NUMERIC_PACKAGES) and all(on_disk["versions"].values())
     # Per-step metrics and the resolved config.
-    assert [int(r["step"]) for r in read_metrics(run)] == [0, 1, 2, 3]
+    assert [int(r["step"]) for r in read_metrics(run)] == [1, 2, 3, 4]  # after 1, 2, 3, 4 optimizer steps
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.model.hidden_size == 32 and saved.seed == 0
 
@@ -86,7 +86,7 @@ def test_resume_continues_the_step_count(train_cfg, tmp_path):
     assert ckpt["global_step"] == 7
     assert ckpt["optimizer_states"][0]["state"][0]["step"] == 7  # optimizer state continued, not restarted
     # Both attempts' metrics are kept, steps continue.
-    assert [int(r["step"]) for r in read_metrics(run)] == list(range(7))
+    assert [int(r["step"]) for r in read_metrics(run)] == list(range(1, 8))
     # EMA continued from the saved EMA (three more updates), not from a fresh copy of the model.
     key = "ema.blocks.0.mlp.fc1.weight"
     assert not torch.equal(first["state_dict"][key], ckpt["state_dict"][key])

@@ -25,6 +25,7 @@ from typing import Any
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
+from ditlab.report.labels import experiment_name, power_term
 from ditlab.report.markdown import markdown
 from ditlab.report.plots import fit_plot, frontier_plot, hours_plot
 from ditlab.report.predict import FITS, scaling_study
@@ -100,7 +101,7 @@ def build_report(
         x, y, _ = points(runs, "gflops", metric)
         result["spearman_gflops"] = spearman(x, y)
         result["study"] = study.as_dict()
-        title = f"{root.name}: {metric} ({'lower' if study.lower_is_better else 'higher'} is better)"
+        title = f"{experiment_name(root, runs)}: {metric} ({'lower' if study.lower_is_better else 'higher'} is better)"
         result["plots"] = {}
         for key, draw in (
             ("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             if "refused" in fit:
                 print(f"fit vs {FITS[kind]}: {fit['refused']}")
                 continue
-            law = (f"{fit['e']:.4g} + " if fit["form"] == "irreducible" else "") + f"{fit['a']:.4g} * x^{fit['b']:.4f}"
+            law = (f"{fit['e']:.4g} + " if fit["form"] == "irreducible" else "") + power_term(fit["a"], fit["b"])
             ci = fit["ci"].get("b")
             print(
                 f"fit vs {FITS[kind]}: {metric} = {law}"

@@ -60,17 +60,23 @@ def write_curves(run_dir: Path, images_per_step: int) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     cols = min(3, len(series))
     rows = math.ceil(len(series) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    last_step = max(max(steps) for steps, _ in series.values())
     for ax, (name, (steps, values)) in zip(axes.flat, series.items()):
-        ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, lw=1.2)
+        _draw_series(ax, steps, values, last_step)
         ax.set_title(name)
         ax.set_xlabel("step")
+        ax.set_ylabel(name.split("/", 1)[-1])
+        ax.set_xlim(0, last_step * 1.04)  # every panel on the run's step range
         ax.grid(alpha=0.3)
         if images_per_step > 0:  # the same axis in images seen (constant images per optimizer step)
             top = ax.secondary_xaxis("top", functions=(lambda s: s * images_per_step, lambda i: i / images_per_step))
+            top.xaxis.set_major_locator(MaxNLocator(nbins=4))  # few, short numbers: they never overlap
+            top.xaxis.set_major_formatter(EngFormatter(sep=""))
             top.set_xlabel("images seen")
     for ax in list(axes.flat)[len(series) :]:
         ax.set_visible(False)
@@ -79,6 +85,17 @@ def write_curves(run_dir: Path, images_per_step: int) -> list[str]:
     replace_atomically(run_dir / CURVES_FILE, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return list(series)
+
+
+def _draw_series(ax, steps: list[int], values: list[float], last_step: int) -> None:
+    """Markers and a line; a metric evaluated once (the final evaluation only) is a marker on a dashed
+    level line across the run with its value written beside it, not a lone dot."""
+    ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, lw=1.2)
+    if len(set(steps)) == 1:
+        ax.axhline(values[-1], ls="--", lw=1, color="C0", alpha=0.6)
+        ax.annotate(
+            f"{values[-1]:.4g}", (steps[-1], values[-1]), textcoords="offset points", xytext=(-6, 6), ha="right"
+        )
 
 
 def _number(value) -> float | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ditlab.report.labels import power_term
+
 MIN_POINTS = 3  # fewer: refused (no degrees of freedom left for a 2-parameter fit)
 FEW_POINTS = 5  # fewer: the fit is flagged as resting on few points
 MIN_POINTS_IRREDUCIBLE = 5  # the 3-parameter form needs at least 2 degrees of freedom
@@ -53,7 +55,7 @@ class PowerLawFit:
         return lo.reshape(x.shape), hi.reshape(x.shape)
 
     def formula(self, y: str = "y", x: str = "C") -> str:
-        core = f"{self.a:.4g} · {x}^{self.b:.3f}"
+        core = power_term(self.a, self.b, x)
         return f"{y} = {self.e:.4g} + {core}" if self.form == "irreducible" else f"{y} = {core}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -147,14 +147,16 @@ def hours_plot(runs: list[Run], metric: str, path: Path, title: str) -> bool:
 
 
 def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
-    ax.legend(fontsize=7)
+    # Beside the axes, where it covers no point; the figure widens by the legend's room.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    fig.set_size_inches(fig.get_figwidth() + 3.4, fig.get_figheight())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     _readable_log_ticks(ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend outside the axes included
     plt.close(fig)
 
 
@@ -166,6 +168,9 @@ def _readable_log_ticks(ax) -> None:
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
         if scale != "log":
             continue
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        low, high = sorted(axis.get_view_interval())
+        decades = np.log10(high / low) if low > 0 else 0.0
+        # 1, 2, 5 x 10^k up to two decades; beyond, 10^k only (else the labels run into each other)
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())

@@ -344,7 +344,7 @@ class EvalCallback(L.Callback):
         out.mkdir(parents=True, exist_ok=True)
         with open(out / HISTORY_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
-        image = self._save_grid(grid, out / f"grid_step{row['step']:07d}.png")
+        image = self._save_grid(grid, out / f"grid_step{row['step']:07d}.png", title=f"step {row['step']}")
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=row["step"])
             if image is not None and hasattr(logger, "log_image"):  # wandb
@@ -361,7 +361,7 @@ class EvalCallback(L.Callback):
             "eval at step %d (%d samples, EMA, nfe %d): %s", row["step"], len(self.labels), row["recipe"]["nfe"], shown
         )
 
-    def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path) -> np.ndarray | None:
+    def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> np.ndarray | None:
         """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
         if not grid:
             return None
@@ -370,6 +370,7 @@ class EvalCallback(L.Callback):
             np.concatenate([g[1] for g in grid]),
             int(self.cfg.grid_per_class),
             int(self.cfg.grid_upscale),
+            title=title,
         )
         save_grid(image, path)
         return grid_to_uint8(image)

@@ -106,7 +106,11 @@ def merge_csv_logs(run_dir: Path) -> Path | None:
             continue
         keys.extend(k for k in rows[0] if k not in keys)
         first_step = min(_step(r) for r in rows)
-        merged = [r for r in merged if _step(r) < first_step] + rows
+        # At the resume step itself the new attempt logs only what is logged before the first step (the LR):
+        # an earlier row there (the loss and evaluation that led to the checkpoint) stays unless it is repeated.
+        repeated = {k for r in rows if _step(r) == first_step for k, v in r.items() if v not in ("", None)}
+        merged = [r for r in merged if _step(r) < first_step or (_step(r) == first_step and not _metrics(r) & repeated)]
+        merged += rows
     out = run_dir / "metrics.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -117,3 +121,7 @@ def merge_csv_logs(run_dir: Path) -> Path | None:
 
 def _step(row: dict[str, str]) -> int:
     return int(float(row.get("step") or 0))
+
+
+def _metrics(row: dict[str, str]) -> set[str]:
+    return {k for k, v in row.items() if v not in ("", None) and k not in ("step", "epoch")}
