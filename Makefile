@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint format bench gpu-check clean
+.PHONY: help install train test test-full test-cluster lint format bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,10 +26,16 @@ train: install  ## run the default experiment (bundled digits, CPU); extra overr
 	$(BIN)/ditlab-train $(ARGS)
 
 test: install lint  ## lint, then run the test suite (slow tests excluded)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(ARGS)
 
-test-full: install  ## run every test, slow ones included
-	$(BIN)/python -m pytest $(ARGS)
+test-full: install  ## run every test, slow ones included (not the Slurm cluster tests)
+	$(BIN)/python -m pytest -m "not cluster" $(ARGS)
+
+# Root: installs Debian's slurm + munge packages if missing and adds "127.0.0.1 n1 n2" to /etc/hosts.
+test-cluster: install  ## as root: start a throwaway 2-node Slurm cluster, run the tests marked cluster, stop it
+	tools/slurm_cluster.sh start || { tools/slurm_cluster.sh stop; exit 1; }
+	DITLAB_REQUIRE_CLUSTER=1 $(BIN)/python -m pytest -m cluster tests/test_cluster.py $(ARGS); \
+	status=$$?; tools/slurm_cluster.sh stop; exit $$status
 
 lint: install  ## ruff: lint and format check (settings in pyproject.toml)
 	$(BIN)/ruff check src tests experiments

@@ -1,5 +1,8 @@
 """Hydra callback (conf/hydra/default.yaml): after a multirun, count finished and failed jobs.
 
+When a multirun starts, it also makes submitit work on Slurm clusters without accounting
+(:mod:`ditlab.sweep.slurm_status`).
+
 Runs in the launching process whatever the launcher (basic, joblib, submitit), once every job
 has returned. A sweep with a failed job exits with status 1 after all other jobs have run.
 """
@@ -17,6 +20,11 @@ from ditlab.report.collect import collect_runs
 
 
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ditlab.sweep.slurm_status import install  # submitit: squeue when sacct has no accounting
+
+        install()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
