@@ -16,6 +16,12 @@ from typing import Any
 from ditlab.report.collect import Run
 
 
+def training_compute(gflops: float, images_seen: float) -> float:
+    """Training compute in Gflops, the paper's convention (Figure 9): forward Gflops × 3 (forward plus a
+    backward pass of twice its cost) × images seen. The report's one place for it."""
+    return 3 * gflops * images_seen
+
+
 @dataclass(frozen=True)
 class CurvePoint:
     compute: float
@@ -37,7 +43,7 @@ def eval_points(runs: list[Run], metric: str) -> list[CurvePoint]:
             if _finite(value) and _positive(seen):
                 out.append(
                     CurvePoint(
-                        3 * gflops * seen,
+                        training_compute(gflops, seen),
                         float(value),
                         int(row.get("step", 0)),
                         run.name,
