@@ -65,10 +65,11 @@ class ResumePlan:
     weights: dict[str, torch.Tensor] | None = None  # the trained weights, until check_fits has seen them
 
 
-def plan_resume(cfg: DictConfig, ckpt_path: Path) -> ResumePlan:
+def plan_resume(cfg: DictConfig, ckpt_path: Path, checkpoint: Mapping[str, Any] | None = None) -> ResumePlan:
+    """``checkpoint``: the file's contents when the caller has already read and checked them."""
     from ditlab.models.official import read_checkpoint
 
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = checkpoint if checkpoint is not None else read_checkpoint(ckpt_path)
     source = f"ckpt_path={ckpt_path}"
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
         raise DitlabError(

@@ -1,5 +1,9 @@
 """The run directory: what a run writes, how a rerun is refused, how ``ckpt_path=last`` resumes.
 
+``ckpt_path=last`` / ``auto`` resume from the newest *complete* checkpoint of the run (see
+:func:`ditlab.training.checkpoint_io.newest_complete_checkpoint`); every refusal names that
+checkpoint and the exact command to run next.
+
 Layout of ``runs/<run_name>/``::
 
     run.lock            while a process group runs it (pid, host, start; see training/run_lock.py)
@@ -20,14 +24,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import shlex
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ditlab.errors import DitlabError
+from ditlab.training.checkpoint_io import LAST_CKPT as LAST_CKPT  # re-exported: rd.LAST_CKPT
+from ditlab.training.checkpoint_io import newest_complete_checkpoint
 
+log = logging.getLogger("ditlab")
 CHECKPOINT_DIR = "checkpoints"
-LAST_CKPT = "last.ckpt"
 OUTPUT_FILES = (
     "summary.json",
     "samples.npz",
@@ -40,26 +50,35 @@ OUTPUT_FILES = (
 )  # eval/: the evaluation history (metrics.jsonl) and grids
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
-    """``None`` | ``"last"`` (this run's last checkpoint) | ``"auto"`` (last if there is one, else a new
-    run) | a path. Missing files are an error. Inside a requeued SLURM job ``None`` means ``auto``:
-    the scheduler reruns the original command, which must continue its run."""
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> tuple[Path, Mapping[str, Any] | None] | None:
+    """``None`` | ``"last"`` (this run's newest complete checkpoint) | ``"auto"`` (that if there is one, else a
+    new run) | a path. Returns the checkpoint's path and, when already read and checked, its contents.
+    Missing files are an error. Inside a requeued SLURM job ``None`` means ``auto``: the scheduler
+    reruns the original command, which must continue its run."""
     if ckpt_path in (None, "", "null") and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
         ckpt_path = "auto"
     if ckpt_path in (None, "", "null"):
         return None
-    last = run_dir / CHECKPOINT_DIR / LAST_CKPT
-    if ckpt_path == "auto":
-        return last if last.is_file() else None
-    path = last if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        if ckpt_path == "last":
+    if ckpt_path in ("auto", "last"):
+        newest = newest_complete_checkpoint(run_dir / CHECKPOINT_DIR)
+        if newest is not None:
+            log.info("resuming %s from %s (step %d)", run_dir, newest[0], int(newest[1]["global_step"]))
+            return newest
+        if ckpt_path == "auto":
+            return None
+        if started_files(run_dir):
             raise DitlabError(
-                f"ckpt_path=last but {path} does not exist: there is nothing to resume in {run_dir}; "
-                "drop ckpt_path to start a new run"
+                f"ckpt_path=last but {run_dir} holds no complete checkpoint (an unfinished run that saved none, "
+                f"or only damaged ones); start it again with: {rerun_command('overwrite=true')}"
             )
+        raise DitlabError(
+            f"ckpt_path=last but {run_dir} holds no run: there is nothing to resume; "
+            f"start a new run with: {rerun_command()}"
+        )
+    path = Path(ckpt_path)
+    if not path.is_file():
         raise DitlabError(f"checkpoint {path} not found; set ckpt_path to an existing .ckpt file or to 'last'")
-    return path
+    return path, None
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -70,22 +89,64 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-def prepare_run_dir(run_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """Refuse to start a fresh run on top of an earlier one unless told to resume or overwrite."""
-    existing = [name for name in (CHECKPOINT_DIR, *OUTPUT_FILES) if (run_dir / name).exists()]
+def started_files(run_dir: Path) -> list[str]:
+    """What an earlier attempt left in ``run_dir`` (empty: no run there)."""
+    return [name for name in (CHECKPOINT_DIR, *OUTPUT_FILES) if (run_dir / name).exists()]
+
+
+def prepare_run_dir(
+    run_dir: Path, resuming: bool, overwrite: bool, set_aside: Callable[[Path], None] | None = None
+) -> None:
+    """Refuse to start a fresh run on top of an earlier one unless told to resume or overwrite.
+
+    ``set_aside`` takes each replaced entry (overwrite=true); by default it is deleted."""
+    existing = started_files(run_dir)
     if existing and not resuming:
         if not overwrite:
-            state = "a finished run" if run_status(run_dir) == "finished" else "an unfinished run"
-            raise DitlabError(
-                f"{run_dir} already holds {state} ({', '.join(existing)}); resume it with ckpt_path=last, "
-                "choose another run_name=..., or pass overwrite=true to replace it"
-            )
-        for name in existing:
+            raise DitlabError(occupied_message(run_dir, existing))
+        for name in [*existing, "logs"]:
             target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        if (run_dir / "logs").exists():
-            shutil.rmtree(run_dir / "logs")
+            if not target.exists():
+                continue
+            if set_aside is not None:
+                set_aside(target)
+            else:
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def occupied_message(run_dir: Path, existing: list[str]) -> str:
+    """Why a fresh launch is refused here, naming the checkpoint a resume would use and the command."""
+    other = "choose another run_name=..."
+    if run_status(run_dir) == "finished":
+        return (
+            f"{run_dir} already holds a finished run ({', '.join(existing)}); {other}, train it further with: "
+            f"{rerun_command('ckpt_path=last', 'trainer.max_steps=<more>')}, or replace it with: "
+            f"{rerun_command('overwrite=true')}"
+        )
+    newest = newest_complete_checkpoint(run_dir / CHECKPOINT_DIR)
+    if newest is None:
+        return (
+            f"{run_dir} already holds an unfinished run with no complete checkpoint to resume "
+            f"({', '.join(existing)}); start it again with: {rerun_command('overwrite=true')}, or {other}"
+        )
+    return (
+        f"{run_dir} already holds an unfinished run; its newest complete checkpoint is {newest[0]} "
+        f"(step {int(newest[1]['global_step'])}): resume it with: {rerun_command('ckpt_path=last')}, "
+        f"or {other}, or replace it with: {rerun_command('overwrite=true')}"
+    )
+
+
+def rerun_command(*extra: str) -> str:
+    """This launch's command line with ``extra`` in place of how it was told to start (ckpt_path, ...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _HOW_TO_START]
+    return " ".join(["ditlab-train", *(shlex.quote(o) for o in keep), *extra])
+
+
+_HOW_TO_START = ("ckpt_path", "overwrite", "takeover_lock")
 
 
 def merge_csv_logs(run_dir: Path) -> Path | None:

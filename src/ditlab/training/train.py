@@ -7,7 +7,6 @@ preemption, the divergence guard) is described in docs/runs.md.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -43,7 +42,7 @@ from ditlab.report.curves import write_curves
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
-from ditlab.training.checkpoint_io import AtomicCheckpointIO, remove_orphaned_temporaries
+from ditlab.training.checkpoint_io import AtomicCheckpointIO
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.eval_checkpoint import monitored_checkpoint
 from ditlab.training.final_samples import save_samples, write_samples
@@ -51,7 +50,7 @@ from ditlab.training.loggers import build_loggers
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
 from ditlab.training.resume import ResumePlan, check_fits, plan_resume, record_resume
-from ditlab.training.run_lock import RunLock
+from ditlab.training.run_attempt import RunAttempt, run_attempt
 from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.throughput import TrainingThroughput
 from ditlab.training.wandb_logger import publish_summary
@@ -96,12 +95,14 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
 def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """The steps of a run."""
     t_start = time.time()
-    run = build_run(cfg, callbacks)  # 1. validate everything and build every part; nothing is written yet
     rank_zero = _global_rank() == 0
-    lock = RunLock(run.run_dir, takeover=bool(run.cfg.get("takeover_lock"))) if rank_zero else contextlib.nullcontext()
-    with lock:  # 2. the run directory belongs to this process group until the end
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    # 1. the run directory belongs to this process group until the end; a launch that fails before
+    # training starts leaves it as it was (training/run_attempt.py)
+    with run_attempt(run_dir, takeover=bool(cfg.get("takeover_lock")), rank_zero=rank_zero) as attempt:
+        run = build_run(cfg, [*(callbacks or []), attempt])  # 2. validate everything and build every part
         if rank_zero:
-            start_run_dir(run)  # 3. config.yaml (new run) or one resume entry
+            start_run_dir(run, attempt)  # 3. config.yaml (new run) or one resume entry
         trainer, fit_seconds = fit(run)  # 4. raises RunInterrupted after saving, on a signal
         if not trainer.is_global_zero:
             return {}
@@ -118,8 +119,8 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
 def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run:
     """Resolve the run's config (a resume continues with the checkpoint's), check it, build the parts."""
     run_dir = Path(cfg.paths.output_dir).resolve()
-    ckpt_path = rd.resolve_ckpt_path(cfg.ckpt_path, run_dir)
-    resume = plan_resume(cfg, ckpt_path) if ckpt_path is not None else None
+    resume_point = rd.resolve_ckpt_path(cfg.ckpt_path, run_dir)  # last/auto: the newest complete checkpoint
+    resume = plan_resume(cfg, *resume_point) if resume_point is not None else None
     if resume is not None:
         cfg = resume.config
     _validate(cfg)
@@ -197,10 +198,10 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
     )
 
 
-def start_run_dir(run: Run) -> None:
-    """Refuse or clear an earlier run (under the lock), then record how this attempt started."""
-    rd.prepare_run_dir(run.run_dir, resuming=run.resume is not None, overwrite=bool(run.cfg.overwrite))
-    remove_orphaned_temporaries(run.run_dir / rd.CHECKPOINT_DIR)
+def start_run_dir(run: Run, attempt: RunAttempt) -> None:
+    """Refuse or set aside an earlier run (under the lock), then record how this attempt started."""
+    resuming, overwrite = run.resume is not None, bool(run.cfg.overwrite)
+    rd.prepare_run_dir(run.run_dir, resuming=resuming, overwrite=overwrite, set_aside=attempt.set_aside)
     if run.resume is not None and (run.run_dir / "config.yaml").exists():
         record_resume(run.run_dir, run.resume, _overrides())  # the run's config.yaml stays its history
         return
@@ -261,7 +262,12 @@ def fit(run: Run) -> tuple[L.Trainer, float]:
     if trainer.is_global_zero:
         rd.merge_csv_logs(run.run_dir)
         write_summary(run.run_dir, build_summary(run, trainer, "interrupted", t_fit, time.time() - t_fit))
-        log.warning("interrupted at step %d; continue with ckpt_path=last", trainer.global_step)
+        log.warning(
+            "interrupted at step %d (checkpoint %s); continue with: %s",
+            trainer.global_step,
+            last,
+            rd.rerun_command("ckpt_path=last"),
+        )
         preemption.requeue()
     raise RunInterrupted(preemption.stopped_by, str(last))
 
