@@ -206,6 +206,8 @@ def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str |
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
+
+    from ditlab.key_value_args import parse_key_values  # with argparse: the command line only
     import os
 
     parser = argparse.ArgumentParser(
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("samples", help="a run directory (uses its samples.npz) or an .npz with arr_0/arr_1")
     parser.add_argument("--cache-dir", default=os.environ.get("DITLAB_CACHE", ".cache/ditlab"))
     parser.add_argument("--out", help="also write the result as JSON here")
-    args = parser.parse_args(argv)
+    args = parse_key_values(parser, argv, {"samples": "samples"})  # samples=X cache_dir=Y (or the old X --cache-dir Y)
     with one_line_errors():
         result = classify_npz(args.samples, args.cache_dir)
     text = json.dumps(result, indent=2)

@@ -1,17 +1,20 @@
-"""``ditlab-report DIR``: every run under DIR -> DIR/report/{report.csv, report.md, scaling.json, *.png}.
+"""``ditlab-report sweep=DIR``: every run under DIR -> DIR/report/{report.csv, report.md, scaling.json, *.png}.
 
-    ditlab-report runs/multirun/2025-01-01_12-00-00          # one sweep
-    ditlab-report runs --metric digits_accuracy --out my_report
-    ditlab-report runs/cpu_scaling_predict/<time> --holdout 2   # fit the cheap runs, predict the 2 dearest
+    ditlab-report sweep=runs/multirun/2025-01-01_12-00-00          # one sweep
+    ditlab-report sweep=runs metric=digits_accuracy out=my_report
+    ditlab-report sweep=runs/cpu_scaling_predict/<time> holdout=2   # fit the cheap runs, predict the 2 dearest
+
+Options are ``key=value`` like every ditlab command (the old ``DIR --metric X`` spelling still works
+for one release, with a note).
 
 Besides the table: power-law fits of the final metric against training compute and against model
 Gflops, and of the compute-optimal frontier of the eval histories, with bootstrap intervals (no fit
-from fewer than 3 points); with ``--holdout N`` the error of their predictions for the N runs with
+from fewer than 3 points); with ``holdout=N`` the error of their predictions for the N runs with
 the most compute; the frontier's owner (size x patch) per compute range (docs/scaling.md).
 
 Finished runs give a row each with their metrics; failed runs (``status: failed`` in their
 summary) and unfinished ones (started, no summary) are listed as such. Existing report files are
-never replaced unless ``--overwrite``.
+never replaced unless ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.key_value_args import parse_key_values
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
 from ditlab.report.labels import experiment_name, power_term
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
-    args = parser.parse_args(argv)
+    args = parse_key_values(parser, argv, {"sweep": "dir"})  # sweep=DIR metric=X (or the old DIR --metric X)
     root = Path(args.dir)
     with one_line_errors():
         result = build_report(

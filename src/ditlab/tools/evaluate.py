@@ -1,9 +1,9 @@
 """``ditlab-eval``: the ADM evaluator's numbers for a sample set, in PyTorch.
 
-    ditlab-eval samples.npz ref=VIRTUAL_imagenet256_labeled.npz
-    ditlab-eval runs/<digits run> eval.metrics=[fd_digits,digits_accuracy]   # the digits reference is built in
-    ditlab-eval runs/<run> ref=ref.npz eval.metrics=[fid,sfid] out=metrics.json write_ref=mine.npz
-    torchrun --nproc-per-node 8 -m ditlab.tools.evaluate samples.npz ref=ref.npz   # sharded over GPUs
+    ditlab-eval samples=samples.npz ref=VIRTUAL_imagenet256_labeled.npz
+    ditlab-eval samples=runs/<digits run> eval.metrics=[fd_digits,digits_accuracy]   # digits reference built in
+    ditlab-eval samples=runs/<run> ref=ref.npz eval.metrics=[fid,sfid] out=metrics.json write_ref=mine.npz
+    torchrun --nproc-per-node 8 -m ditlab.tools.evaluate samples=samples.npz ref=ref.npz   # sharded over GPUs
 
 SAMPLES is an ``.npz`` with uint8 ``arr_0`` (N, H, W, C) and optional labels ``arr_1`` (what
 ``ditlab-sample``, ``ditlab-train`` and guided-diffusion's samplers write) or a run directory.
@@ -175,6 +175,12 @@ def main(argv: list[str] | None = None) -> None:
         if len(positional) > 1:
             raise DitlabError(f"one sample set at a time, got {positional}; {USAGE}")
         overrides = [a for a in argv if "=" in a] + [f"samples={p}" for p in positional]
+        if positional:  # the one non-key=value argument of ditlab's commands: still read for one release
+            print(
+                f"ditlab-eval: note: a positional SAMPLES is the old spelling, still read until the next release; "
+                f"write samples={positional[0]}",
+                file=sys.stderr,
+            )
         try:
             cfg = compose("evaluate", overrides)
         except Exception as e:  # a bad override: Hydra's message, on one line
