@@ -176,6 +176,23 @@ def test_a_refused_overwrite_puts_the_earlier_run_back(train_cfg, tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_rerun_refused_against_a_finished_run_appends_nothing_to_its_log(train_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(train_cfg())
+    (run / "cli.log").write_text("the first run's log\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = cli("ditlab-train", tmp_path, f"hydra.run.dir={run}")
+    assert refused.returncode == 2 and "already holds a finished run" in refused.stderr, refused.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_sweep_jobs_failure_record_does_not_block_the_corrected_command(train_cfg, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"status": "failed", "error": "trainer.precision=bogus"}))
+    assert train(train_cfg())["status"] == "finished"
+
+
 def test_a_resume_from_an_earlier_step_replaces_its_step_files(train_cfg, tmp_path):
     run = tmp_path / "run"
     train(train_cfg("checkpoint.every_n_steps=1"))
@@ -234,7 +251,7 @@ def cli(tool: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_refused_commands_write_no_log(tmp_path):
     refused = cli("ditlab-train", tmp_path, "paths.runs_dir=runs", "run_name=r", "trainer.max_steps=0")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-    assert not (tmp_path / "runs" / "r").exists()
+    assert not list((tmp_path / "runs").rglob("*"))  # Hydra made runs/ for the run folder; nothing is inside
     foreign = tmp_path / "someone_elses"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine\n")

@@ -99,8 +99,13 @@ def prepare_run_dir(
 ) -> None:
     """Refuse to start a fresh run on top of an earlier one unless told to resume or overwrite.
 
-    ``set_aside`` takes each replaced entry (overwrite=true); by default it is deleted."""
+    ``set_aside`` takes each replaced entry (overwrite=true); by default it is deleted. A sweep job
+    that failed before training left only its failure record (``summary.json``, status failed; a
+    failed launch removes everything else): the corrected command replaces it without overwrite=true."""
     existing = started_files(run_dir)
+    if existing == ["summary.json"] and run_status(run_dir) == "failed" and not resuming:
+        log.info("%s: replacing the record of a job that failed before training", run_dir)
+        overwrite = True
     if existing and not resuming:
         if not overwrite:
             raise DitlabError(occupied_message(run_dir, existing))
