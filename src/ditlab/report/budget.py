@@ -201,8 +201,6 @@ def preset_gflops(runs: list[Run]) -> dict[str, float] | str:
     shape = _latent_shape(cfg, ref.summary)
     if shape is None:
         return f"could not reproduce {ref.name}'s recorded Gflops from its config: presets not counted"
-    from ditlab.tools.flops_cli import count_composition
-
     side, channels, learn_sigma = shape
     out = {}
     for path in sorted(Path(CONFIG_DIR, "model").glob("*.yaml")):
@@ -211,20 +209,36 @@ def preset_gflops(runs: list[Run]) -> dict[str, float] | str:
             if side % patch:
                 continue
             model_cfg = OmegaConf.merge(cfg.model, preset, {"patch_size": patch})
-            rec = count_composition(model_cfg, cfg.block, side, channels, 10, learn_sigma)
-            out[rec["name"]] = float(rec["gflops"])
+            name, gflops = _count(model_cfg, cfg.block, side, channels, learn_sigma)
+            out[name] = gflops
     return out
 
 
-def _latent_shape(cfg: Any, summary: dict[str, Any]) -> tuple[int, int, bool] | None:
-    from ditlab.tools.flops_cli import count_composition
+def _count(model_cfg: Any, block_cfg: Any, side: int, channels: int, learn_sigma: bool) -> tuple[str, float]:
+    """(size/patch tag, forward Gflops per image): ditlab's accounting on the meta device, the closed form
+    (instant) where the block declares one, else the measured count (ditlab.models.accounting)."""
+    import torch
 
+    from ditlab.build import build_model
+    from ditlab.models.accounting import closed_form_gflops, measured_gflops
+    from ditlab.models.dit import model_tag
+
+    with torch.device("meta"):
+        model = build_model(model_cfg, block_cfg, channels, side, 2 * channels if learn_sigma else channels, 10)
+    gflops = closed_form_gflops(model)
+    return model_tag(model_cfg.name, model_cfg.patch_size), float(
+        gflops if gflops is not None else measured_gflops(model)
+    )
+
+
+def _latent_shape(cfg: Any, summary: dict[str, Any]) -> tuple[int, int, bool] | None:
     patch = int(cfg.model.patch_size)
     side = patch * int(round(math.sqrt(float(summary["tokens"]))))
     for channels in (1, 3, 4, 8, 16):
         for learn_sigma in (False, True):
-            rec = count_composition(cfg.model, cfg.block, side, channels, 10, learn_sigma)
-            if math.isclose(rec["gflops"], float(summary["gflops"]), rel_tol=1e-4):
+            if math.isclose(
+                _count(cfg.model, cfg.block, side, channels, learn_sigma)[1], summary["gflops"], rel_tol=1e-4
+            ):
                 return side, channels, learn_sigma
     return None
 

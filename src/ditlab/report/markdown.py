@@ -81,7 +81,7 @@ def fits_section(study: Study) -> list[str]:
         f"## Scaling fits ({len(study.fit_runs)} runs fitted{held})",
         "",
         "Least squares on log values; `e` is the irreducible term, kept only when at least 5 points support it "
-        "(lower AICc). Intervals: 95 % bootstrap over the fitted points.",
+        "(lower AICc). Intervals: 95 %, t-based from the linearised fit on n − p degrees of freedom (calibrated: docs/scaling.md).",
         "",
         "| fit against | law | exponent b (95 %) | e (95 %) | R² (log) | n | notes |",
         "|---|---|---|---|---|---|---|",
@@ -123,7 +123,7 @@ def predictions_section(study: Study) -> list[str]:
         )
     return lines + [
         "",
-        "(95 %): prediction interval for one run (bootstrap of the fit plus its run-to-run scatter); ✓ / ✗: the actual value is inside / outside it; (xN): how far beyond the "
+        "(95 %): prediction interval for one run (the fit's uncertainty plus its run-to-run scatter); ✓ / ✗: the actual value is inside / outside it; (xN): how far beyond the "
         "largest fitted x the prediction reaches.",
         "",
     ]

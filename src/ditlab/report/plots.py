@@ -51,7 +51,7 @@ def _scatter(ax, runs: list[Run], x: np.ndarray, y: np.ndarray, hollow: set[str]
 
 def fit_plot(runs: list[Run], study: Study, kind: str, path: Path, title: str) -> bool:
     """Final values against model Gflops (``kind="gflops"``) or training compute (``"compute"``, with
-    each run's eval curve behind), the fit with its 95 % bootstrap band, held-out runs as open markers
+    each run's eval curve behind), the fit with its 95 % band, held-out runs as open markers
     with the fit's prediction and interval beside them."""
     key = "gflops" if kind == "gflops" else "train_compute_gflops"
     x, y, used = points(runs, key, study.metric)
@@ -71,7 +71,7 @@ def fit_plot(runs: list[Run], study: Study, kind: str, path: Path, title: str) -
         grid = np.geomspace(x.min(), x.max(), 80)
         band = fit.interval(grid)
         if band is not None:
-            ax.fill_between(grid, band[0], band[1], color="k", alpha=0.12, lw=0, zorder=1, label="95 % bootstrap band")
+            ax.fill_between(grid, band[0], band[1], color="k", alpha=0.12, lw=0, zorder=1, label="95 % band")
         ax.plot(
             grid,
             fit.predict(grid),

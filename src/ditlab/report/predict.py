@@ -7,7 +7,7 @@ but the N with the most training compute):
 * ``gflops``: each run's final value against the model's forward Gflops (a fixed-steps sweep);
 * ``frontier``: the compute-optimal frontier of the fit runs' eval histories against C.
 
-Each fit then predicts the held-out runs' final values (with the fit's bootstrap interval) and the
+Each fit then predicts the held-out runs' final values (with the fit's t-based prediction interval) and the
 report gives the relative error: the test a scaling law exists to pass.
 """
 
