@@ -136,7 +136,8 @@ class JointLaw:
             "scatter_log": self.scale,
             "huber_delta_log": self.huber,
             "flags": list(self.flags),
-            "interval_method": "Huber sandwich covariance, Wald/delta method, t quantiles on n - 5 dof",
+            "interval_method": "Huber sandwich covariance with run offsets, Wald/delta method, t quantiles on "
+            "n - 5 degrees of freedom (runs - 3 where runs are offset)",
         }
 
 
