@@ -1,8 +1,11 @@
 """What a first run shows: counting Gflops loads no training stack, and a stop says why."""
 
 import logging
+import os
 import subprocess
 import sys
+
+from conftest import FAST, run_cli
 
 HEAVY = ("lightning", "torchmetrics", "torchvision")
 
@@ -32,3 +35,83 @@ def test_early_stopping_says_why_it_stopped(train_cfg, caplog):
     stops = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stopping")]
     assert len(stops) == 1 and stops[0].startswith("early stopping at step 4 (train/images_seen): ")
     assert "did not improve" in stops[0]
+
+
+# A tiny run (conftest.FAST, as command-line overrides).
+TINY = [*FAST, "trainer.enable_progress_bar=true"]
+NOISE = (
+    "srun` command is available",
+    "anonymous setting has no effect",
+    "building the font cache",
+    "generated new fontManager",
+    "GPU available",
+    "TPU available",
+    "💡",
+    "litlogger",
+    "\r",
+    "\x1b[A",
+)
+
+
+def noise_in(text: str) -> list[str]:
+    return [n for n in NOISE if n in text]
+
+
+def test_a_run_prints_no_start_up_noise_from_the_console_or_python(tmp_path):
+    fake_bin = tmp_path / "bin"  # Slurm installed (or not): Lightning sees an srun either way
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "MPLCONFIGDIR": str(tmp_path / "mpl"), "WANDB_SILENT": "false"}
+    res = run_cli(
+        "ditlab-train",
+        *TINY,
+        "logger=[csv,wandb]",
+        "logger.wandb.mode=offline",
+        f"paths.runs_dir={tmp_path}/runs",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    cli_log = next((tmp_path / "runs").rglob("cli.log")).read_text()
+    assert "run finished" in cli_log and not noise_in(cli_log), cli_log
+    assert not noise_in(res.stderr.replace("\r", "")), res.stderr  # (the live bar on stderr may redraw)
+    # From Python, with logging unconfigured: ditlab's own lines show, Lightning's tips do not.
+    code = (
+        "import sys; from ditlab.config import compose; from ditlab.training.train import train; "
+        "train(compose('train', sys.argv[1:]))"
+    )
+    api = subprocess.run(
+        [sys.executable, "-c", code, *FAST, f"paths.output_dir={tmp_path}/api_run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "DITLAB_CACHE": str(tmp_path / "cache")},
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert api.returncode == 0, api.stderr
+    assert "[ditlab][INFO] - run finished" in api.stderr and not noise_in(api.stderr), api.stderr
+
+
+def test_the_filters_hold_only_inside_a_run(caplog, capfd):
+    import lightning  # noqa: F401  (its package logger's own console handler is what doubled the lines)
+
+    from ditlab.training.quiet import quiet_run
+
+    fonts = logging.getLogger("matplotlib.font_manager")
+    distributed = logging.getLogger("lightning.fabric.utilities.distributed")
+    with caplog.at_level(logging.INFO):  # caplog: a handler on the root logger, as Hydra's
+        with quiet_run():
+            fonts.warning("Matplotlib is building the font cache; this may take a moment.")
+            distributed.info("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2")
+            distributed.info("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")  # once, from rank 0
+        inside = capfd.readouterr().err
+        fonts.warning("Matplotlib is building the font cache; this may take a moment.")
+        distributed.info("Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2")
+    assert [r.getMessage()[:30] for r in caplog.records] == [
+        "Initializing distributed: GLOB",
+        "Matplotlib is building the fon",
+        "Initializing distributed: GLOB",
+    ]
+    assert "Initializing distributed" not in inside  # not a second time through Lightning's own handler
+    assert "Initializing distributed" in capfd.readouterr().err  # outside a run, Lightning's handler is back

@@ -49,6 +49,7 @@ from ditlab.training.final_samples import save_samples, write_samples
 from ditlab.training.loggers import build_loggers
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
+from ditlab.training.quiet import quiet_run
 from ditlab.training.resume import ResumePlan, check_fits, plan_resume, record_resume
 from ditlab.training.run_attempt import RunAttempt, run_attempt
 from ditlab.training.step_checkpoint import StepCheckpoint
@@ -88,7 +89,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         # A resumed run writes into its own non-empty checkpoint folder by design.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        with progress.enabled_if(cfg.get("progress", True)):
+        with progress.enabled_if(cfg.get("progress", True)), quiet_run():  # start-up noise off, ditlab's lines on
             return _train(cfg, callbacks)
 
 

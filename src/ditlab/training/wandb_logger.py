@@ -86,6 +86,10 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> 
         resume="allow",
         config=OmegaConf.to_container(full_cfg, resolve=True),
     )
+    # Lightning always passes anonymous=None, and wandb >= 0.19 warns "The anonymous setting has no effect"
+    # for any value; left out, wandb's default is the same.
+    if logger._wandb_init.get("anonymous", "unset") is None:
+        del logger._wandb_init["anonymous"]
     if rank_zero_only.rank == 0:
         try:
             run = logger.experiment  # start now, so a missing key fails before training, with one line
