@@ -91,6 +91,7 @@ def joint_study(
             "compute_convention": "C = 3 x forward Gflops per image x images seen (training Gflops)",
         },
         "compute_range": [float(compute.min()), float(compute.max())],
+        "runs_without_metric": sorted(r.name for r in runs if r.status != "failed" and r.name not in set(names)),
         "calibration": CALIBRATION,
         "_law": law,
     }

@@ -71,7 +71,9 @@ def joint_markdown(joint: dict[str, Any] | None) -> str:
         "",
         f"A = {f['A_G']:.4g}, B = {f['B_D']:.4g}; RMSE of log {metric} {f['rmse_log']:.3g}, scatter of a new "
         f"run {f['scatter_log']:.3g}, {f['dof']} degrees of freedom. Compute: {alloc['compute_convention']}. "
-        f"Intervals: {f['interval_method']}; {joint['calibration']}." + "".join(f" **{flag}.**" for flag in f["flags"]),
+        f"Intervals: {f['interval_method']}; {joint['calibration']}."
+        + "".join(f" **{flag}.**" for flag in f["flags"])
+        + "".join(f" Left out (no {metric}): `{name}`." for name in joint.get("runs_without_metric", [])),
         "",
     ]
     budget = joint.get("budget")
