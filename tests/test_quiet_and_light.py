@@ -115,3 +115,19 @@ def test_the_filters_hold_only_inside_a_run(caplog, capfd):
     ]
     assert "Initializing distributed" not in inside  # not a second time through Lightning's own handler
     assert "Initializing distributed" in capfd.readouterr().err  # outside a run, Lightning's handler is back
+
+
+def test_bars_in_a_log_file_are_plain_lines(monkeypatch):
+    import io
+
+    from ditlab import progress
+
+    log_file = io.StringIO()  # what Slurm's output or launcher.log is to a bar: not a terminal
+    monkeypatch.setattr(sys, "stderr", log_file)
+    with progress.bar(total=3, desc="final samples", unit="img") as outer:
+        with progress.bar(total=2, desc="inner", position=1, leave=False) as inner:
+            inner.update(2)
+        outer.update(3)
+    text = log_file.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    assert text.splitlines()[-1].startswith("final samples: 100%|") and "3/3" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
@@ -44,7 +45,39 @@ def bar(total: int | None = None, desc: str | None = None, unit: str = "it", **k
     """A tqdm bar (use as a context manager, ``update(n)``); disabled when bars are off."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, file=sys.stderr, **kwargs)
+    if not is_terminal(sys.stderr):  # a log file: a line every LOG_INTERVAL_S seconds instead of a redraw
+        kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, file=stream(sys.stderr), **kwargs
+    )
+
+
+LOG_INTERVAL_S = 30.0
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # tqdm's cursor moves (ESC[A) between nested bars
+
+
+def is_terminal(file: Any) -> bool:
+    return bool(getattr(file, "isatty", lambda: False)())
+
+
+def stream(file: Any) -> Any:
+    """``file`` for a bar: itself on a terminal; elsewhere (a log file, Slurm's output, launcher.log) a
+    wrapper that writes each redraw as one plain line, without the ``\\r`` and ``ESC[A`` a terminal needs."""
+    return file if is_terminal(file) else LineStream(file)
+
+
+class LineStream:
+    def __init__(self, file: Any):
+        self.file = file
+
+    def write(self, text: str) -> int:
+        for line in re.split(r"[\r\n]+", ANSI_ESCAPE.sub("", text)):
+            if line.strip():
+                self.file.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def track(iterable: Iterable[T], total: int | None = None, desc: str | None = None, unit: str = "it") -> Iterator[T]:
