@@ -29,6 +29,7 @@ from ditlab.errors import DitlabError, one_line_errors
 from ditlab.key_value_args import parse_key_values
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
+from ditlab.report.joint_report import joint_console, joint_markdown, plot_name, prepare_joint, write_joint
 from ditlab.report.labels import experiment_name, power_term
 from ditlab.report.markdown import markdown
 from ditlab.report.plots import fit_plot, frontier_plot, hours_plot
@@ -45,6 +46,8 @@ def build_report(
     holdout: int = 0,
     bootstrap: int = 400,
     at_step: int | None = None,
+    budget: float | None = None,
+    law_metric: str | None = None,
 ) -> dict[str, Any]:
     if not root.is_dir():
         raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
@@ -76,7 +79,8 @@ def build_report(
         if metric
         else {}
     )
-    targets = [out / name for name in (*OUTPUTS, *plots.values())]
+    joint = prepare_joint(runs, metric, budget, law_metric)  # the joint law and --budget: refused before writing
+    targets = [out / name for name in (*OUTPUTS, *plots.values(), plot_name(joint)) if name]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise DitlabError(
@@ -115,8 +119,11 @@ def build_report(
         ):  # quality per GPU-hour
             if draw(out / plots[key]):
                 result["plots"][key] = plots[key]
+    if joint is not None:
+        law_title = f"{experiment_name(root, runs)}: joint law of {joint['metric']}"
+        result["joint_law"] = write_joint(joint, runs, out, law_title)
     (out / "scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (out / "report.md").write_text(markdown(root, runs, rows, metrics, result, study))
+    (out / "report.md").write_text(markdown(root, runs, rows, metrics, result, study) + joint_markdown(joint))
     return result
 
 
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=400,
         metavar="B",
-        help="bootstrap resamples for the 95%% intervals (default 400; 0: none)",
+        help="0: no 95%% intervals; any other value: t-based intervals (docs/scaling.md; the number of the "
+        "former bootstrap's resamples is no longer used)",
     )
     parser.add_argument(
         "--at-step",
@@ -161,6 +169,14 @@ def main(argv: list[str] | None = None) -> None:
         help="compare every run as it was at step N (its evaluation there, from eval/metrics.jsonl), "
         "unfinished runs included; runs not evaluated at N are left out",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="C",
+        help="training compute in Gflops (3 x Gflops x images, the report's compute axis): the compute-optimal "
+        "Gflops, nearest size x patch, steps and predicted loss from the joint law (docs/scaling.md)",
+    )
+    parser.add_argument("--law-metric", help="eval metric of the joint law (default: val_loss when logged)")
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = parse_key_values(parser, argv, {"sweep": "dir"})  # sweep=DIR metric=X (or the old DIR --metric X)
@@ -174,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
             args.holdout,
             args.bootstrap,
             args.at_step,
+            args.budget,
+            args.law_metric,
         )
     st = result["status"]
     print(
@@ -215,4 +233,6 @@ def main(argv: list[str] | None = None) -> None:
                     f"{o['model']} (C {o['compute_from']:.3g}-{o['compute_to']:.3g})" for o in study["frontier_owners"]
                 )
             )
+    for line in joint_console(result.get("joint_law")):
+        print(line)
     print(f"report: {Path(result['out']) / 'report.md'}")
