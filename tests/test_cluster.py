@@ -69,7 +69,7 @@ def train_cli(*args: str, env: dict[str, str], cwd: Path, timeout: int = 300) ->
 def sbatch(env: dict[str, str], cwd: Path, name: str, command: str, *options: str) -> str:
     """Submit ``srun <command>`` as a batch job; its output goes to ``cwd/<name>.out``."""
     script = cwd / f"{name}.sh"
-    script.write_text(f"#!/bin/bash\nexec srun --kill-on-bad-exit=1 {command}\n")
+    script.write_text(f"#!/bin/bash\nexec srun {command}\n")
     out = subprocess.run(
         [
             "sbatch",
@@ -200,7 +200,7 @@ def test_rerun_into_sweep_folder_skips_finished_and_resumes_the_rest(env, tmp_pa
     first = train_cli(*args, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     finished, unfinished = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
-    finished_bytes = {p.name: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    finished_bytes = {p.name: p.read_bytes() for p in finished.rglob("*") if p.is_file() and p.name != "cli.log"}
     final = weights(unfinished / "checkpoints/last.ckpt")
     # The second job as if stopped after step 2: its step-2 checkpoint is its last, no summary yet.
     shutil.copy(unfinished / "checkpoints/step0000002.ckpt", unfinished / "checkpoints/last.ckpt")
@@ -209,9 +209,56 @@ def test_rerun_into_sweep_folder_skips_finished_and_resumes_the_rest(env, tmp_pa
     again = train_cli(*args, env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 finished, 0 failed" in again.stderr
-    assert {p.name: p.read_bytes() for p in finished.rglob("*") if p.is_file()} == finished_bytes  # untouched
+    assert {p.name: p.read_bytes() for p in finished.rglob("*") if p.is_file() and p.name != "cli.log"} == (
+        finished_bytes
+    )  # untouched: not trained, sampled or summarised again
+    assert "already finished its 4 steps: skipped" in (finished / "cli.log").read_text()
     assert not (finished / "resumes.jsonl").exists()
     (resume,) = [json.loads(line) for line in (unfinished / "resumes.jsonl").read_text().splitlines()]
     assert resume["step"] == 2 and summary(unfinished)["steps"] == 4
     resumed = weights(unfinished / "checkpoints/last.ckpt")
     assert all(torch.equal(final[k], resumed[k]) for k in final)
+
+
+def rank_pid(job: str, rank: int) -> int | None:
+    """The pid of the process SLURM started as ``rank`` of ``job`` (read from /proc: same host)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"SLURM_JOB_ID={job}".encode() in environ and f"SLURM_PROCID={rank}".encode() in environ:
+            if b"ditlab-train" in cmdline:
+                return int(proc.name)
+    return None
+
+
+def test_killing_one_rank_ends_the_job_with_one_line(env, tmp_path):
+    ddp = "trainer=ddp_cpu trainer.devices=1 trainer.num_nodes=2"
+    job = sbatch(env, tmp_path, "ddp", train_command("ddp", ddp), "-N2", "--ntasks-per-node=1")
+    wait_until(lambda: list((run_dir(env, "ddp") / "checkpoints").glob("step*.ckpt")), 180, "the first checkpoint")
+    os.kill(wait_until(lambda: rank_pid(job, 1), 30, "rank 1's process"), 9)
+    killed = time.monotonic()
+    assert wait_job(env, job, timeout=60)["JobState"] == "FAILED"
+    assert time.monotonic() - killed < 30  # gloo notices within seconds; no hang until a timeout
+    output = (tmp_path / "ddp.out").read_text()
+    (line,) = [line for line in output.splitlines() if line.startswith("ditlab: error:")]
+    assert "rank 0 on n1 lost rank 1 on n2 of the 2-process DDP group" in line
+    assert " run_name=ddp " in line and line.endswith(" ckpt_path=last")
+    assert "Traceback" not in output and "GLHF" not in output
+
+
+def test_time_limit_signal_checkpoints_requeues_and_completes(env, tmp_path):
+    # The limit's warning signal (--signal=USR1@N), sent as Slurm sends it at N s before the limit: to every
+    # step's tasks. Sent with scancel once training runs, so the test does not depend on this machine's speed.
+    job = sbatch(env, tmp_path, "limited", train_command("limited"), "--time=10", "--signal=USR1@60", "--requeue")
+    wait_until(lambda: list((run_dir(env, "limited") / "checkpoints").glob("step*.ckpt")), 180, "the first checkpoint")
+    subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True, timeout=30)
+    info = wait_job(env, job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info  # requeued by ditlab's rank 0
+    run = run_dir(env, "limited")
+    (resume,) = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert 0 < resume["step"] < 120 and summary(run)["steps"] == 120 and summary(run)["status"] == "finished"
+    output = (tmp_path / "limited.out").read_text()
+    assert "received SIGUSR1: stopping after this step" in output and "scontrol requeue" in output

@@ -47,3 +47,45 @@ def test_install_polls_squeue_when_sacct_fails(monkeypatch):
     watcher.register_job("5_1")
     command = watcher._make_command()
     assert command[1:] == ["-m", "ditlab.sweep.slurm_status", "5_1"]
+
+
+GLOO_RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:52142: "
+    "Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application. "
+    "Check the logs of the remote worker before reporting an error. GLHF!"
+)
+
+
+def test_a_lost_ddp_peer_is_one_line_naming_both_ranks_and_the_resume_command(monkeypatch, tmp_path):
+    from ditlab.training import peer_failure
+
+    monkeypatch.setenv("SLURMD_NODENAME", "n1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    monkeypatch.setattr(peer_failure, "node_names", lambda: ["n1", "n2"])
+    error = peer_failure.lost_peer_error(
+        RuntimeError(GLOO_RESET), rank=0, world_size=2, run_dir=tmp_path, overrides=["seed=1", "ckpt_path=auto"]
+    )
+    message = str(error)
+    assert isinstance(error, peer_failure.PeerLost) and "\n" not in message
+    assert "rank 0 on n1 lost rank 1 on n2" in message and "Connection reset by peer" in message
+    assert message.endswith("ditlab-train seed=1 ckpt_path=last") and "GLHF" not in message
+    other = RuntimeError("CUDA out of memory")
+    assert peer_failure.lost_peer_error(other, rank=0, world_size=2, run_dir=tmp_path, overrides=[]) is None
+
+
+def test_a_finished_run_is_skipped_by_ckpt_path_auto_unless_more_steps_are_asked(tmp_path, monkeypatch):
+    import json
+
+    from conftest import compose_train
+
+    from ditlab.sweep.jobs import finished_run
+
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "finished", "steps": 4}))
+    assert finished_run(compose_train("ckpt_path=auto", output_dir=tmp_path))["steps"] == 4
+    assert finished_run(compose_train("ckpt_path=auto", "trainer.max_steps=8", output_dir=tmp_path)) is None
+    assert finished_run(compose_train(output_dir=tmp_path)) is None  # no ckpt_path=auto: the usual refusal
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued SLURM job continues (or skips) by itself
+    assert finished_run(compose_train(output_dir=tmp_path)) is not None
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted", "steps": 2}))
+    assert finished_run(compose_train("ckpt_path=auto", output_dir=tmp_path)) is None

@@ -32,15 +32,43 @@ def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from ditlab.training.wandb_logger import finish_wandb  # lazy for start-up: it loads Lightning
 
     multirun = in_multirun()
+    finished = finished_run(cfg)
+    if finished is not None:  # rerunning a sweep into its folder: finished points are not trained again
+        log.info("%s already finished its %s steps: skipped (ckpt_path=auto)", cfg.paths.output_dir, finished["steps"])
+        return finished
     try:
         if multirun:
             check_sweep_strategy(cfg)
         return task(cfg)
     except Exception as e:
         finish_wandb(exit_code=1)
+        lost = _lost_peer(cfg, e, multirun)  # a DDP peer died: one line with the resume command
         if not multirun:
+            if lost is not None:
+                raise lost from e
             raise
-        return record_failure(cfg, e)
+        return record_failure(cfg, lost or e)
+
+
+def finished_run(cfg: DictConfig) -> dict[str, Any] | None:
+    """With ``ckpt_path=auto`` (also a requeued SLURM job's default), the ``summary.json`` of a run in
+    this folder that already finished the steps asked for; None when there is work to do."""
+    ckpt_path = str(cfg.get("ckpt_path"))
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if not (ckpt_path == "auto" or (ckpt_path in ("None", "", "null") and requeued)):
+        return None
+    try:
+        summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+        steps, max_steps = int(summary["steps"]), int(cfg.trainer.max_steps)
+        budget = (cfg.get("compute") or {}).get("budget_gflops")
+        plan = summary.get("compute_plan") or {}
+    except Exception:  # noqa: BLE001 - no summary or a damaged one: train (the run's own checks speak)
+        return None
+    if summary.get("status") != "finished":
+        return None
+    if budget is not None and plan.get("budget_gflops") == float(budget):  # compute-matched: the plan's steps
+        max_steps = int(plan.get("max_steps", max_steps))
+    return summary if steps >= max_steps else None
 
 
 def check_sweep_strategy(cfg: DictConfig) -> None:
@@ -62,6 +90,26 @@ def check_sweep_strategy(cfg: DictConfig) -> None:
             "sweep in every extra process; use one device per job, hydra/launcher=torchrun (each job its own "
             "DDP group), trainer.strategy=ddp_spawn, or a SLURM launcher preset (hydra/launcher=slurm_4gpu)"
         )
+
+
+def _lost_peer(cfg: DictConfig, error: Exception, multirun: bool) -> DitlabError | None:
+    import torch.distributed as dist
+
+    from ditlab.training.peer_failure import lost_peer_error
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+    else:
+        rank = int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+        world_size = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
+    try:
+        run_dir = Path(cfg.paths.output_dir).resolve()
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 - a broken config: the original error stands
+        return None
+    return lost_peer_error(
+        error, rank=rank, world_size=world_size, run_dir=run_dir, overrides=overrides, multirun=multirun
+    )
 
 
 def record_failure(cfg: DictConfig, error: Exception) -> dict[str, Any]:
