@@ -1,6 +1,7 @@
 """The four conditioning designs (paper §3.2, Fig. 5) behind one interface, and a user's own block."""
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -162,7 +163,7 @@ def test_each_block_trains_the_default_experiment(train_cfg, block):
     assert summary["block"] == block and summary["steps"] == 4
     assert summary["final_loss"] == pytest.approx(summary["final_loss"])  # finite, not NaN
     assert summary["gflops"] == pytest.approx(summary["gflops_closed_form"], rel=1e-9)
-    assert summary["run_name"].endswith(f"_{block}_ddpm_seed0")
+    assert re.fullmatch(rf"digits_DiT-tiny-4_{block}_ddpm_seed0_[0-9a-f]{{8}}", summary["run_name"])  # + options hash
 
 
 class ScaledResidualBlock(DiTBlock):

@@ -166,8 +166,10 @@ def test_existing_outputs_are_never_overwritten_unless_told(runs, tmp_path):
 
 
 def test_default_output_folder_names_the_recipe(runs):
-    # No sampler named: the run's own (euler), with its steps changed by +sampler.steps.
-    recipe = sample_tool.sample(compose_sample(f"ckpt={runs / 'flow'}", "num_samples=2", "+sampler.steps=2"))
+    # No sampler named: the run's own (euler), with its steps changed by +sampler.steps; the default
+    # batch size (other batches draw other noise: a hash in the name, tests/test_run_names.py).
+    args = (f"ckpt={runs / 'flow'}", "num_samples=2", "+sampler.steps=2", "batch_size=100")
+    recipe = sample_tool.sample(compose_sample(*args))
     assert recipe["outputs"]["npz"].endswith("flow/samples/last_euler2_cfg4-all_n2_seed0/samples.npz")
 
 

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from ditlab.config import CONFIG_DIR, compose  # noqa: F401  (re-exported)
 from ditlab.errors import one_line_errors
 from ditlab.extras import require
+from ditlab.run_names import check_run_name
 from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
 # --help lists these groups per command (conf/hydra/help/ditlab.yaml); options that are internal
@@ -98,10 +99,29 @@ def check_launcher_extras(argv: list[str]) -> None:
             require("local_parallel", f"hydra/launcher={name}")
 
 
+def check_run_names(argv: list[str]) -> None:
+    """``run_name=...`` on the command line names a folder inside the runs folder; checked before
+    Hydra creates that folder (Hydra would create ``runs/../x`` or fail on a long name with a trace)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [a for a in argv if a.split("=", 1)[0].lstrip("+~") == "run_name" and "=" in a]
+    if not given:
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(given)
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    for override in overrides:
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        for value in values:
+            check_run_name(value)
+
+
 def train_main() -> None:
     logging.getLogger("ditlab").setLevel(logging.INFO)
     with one_line_errors():
         check_launcher_extras(sys.argv[1:])
+        check_run_names(sys.argv[1:])
     _hydra_entry("train", _train)()
 
 

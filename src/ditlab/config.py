@@ -1,11 +1,15 @@
 """Where the configs live and how to compose them: the one module every layer may import.
 
-It imports nothing else from ditlab, so the console scripts, the tools, the model loaders and the
-tests all reach the configs without reaching each other (no import loops through the CLI).
+Importing it registers the two resolvers the configs use: ``${ditlab.options_hash:}``, the part of
+the default run name that tells runs apart (:mod:`ditlab.run_names`), and ``${ditlab.user_cache:}``,
+the default ``paths.cache_dir`` (:mod:`ditlab.user_cache`). It imports nothing else from ditlab (and
+those two import nothing that imports it), so the console scripts, the tools, the model loaders and
+the tests all reach the configs without reaching each other (no import loops through the CLI).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -15,6 +19,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from ditlab.run_names import options_hash
+from ditlab.user_cache import default_cache_dir
 
 # The YAML configs ship inside the package (package data ``ditlab/conf/**``; in a checkout,
 # src/ditlab/conf links to the root conf/), so an installed wheel finds them wherever it runs.
@@ -41,3 +49,17 @@ def compose(config_name: str | None, overrides: list[str] | tuple[str, ...] = ()
 def in_multirun() -> bool:
     """True inside one job of a ``-m`` sweep (a Hydra multirun)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@lru_cache(maxsize=1)
+def _default_train() -> Any:
+    return compose("train")
+
+
+def _options_hash(*, _root_: Any) -> str:
+    """``${ditlab.options_hash:}``: what sets this run apart from ``conf/train.yaml`` as shipped."""
+    return options_hash(_root_, _default_train())
+
+
+OmegaConf.register_new_resolver("ditlab.options_hash", _options_hash, replace=True)
+OmegaConf.register_new_resolver("ditlab.user_cache", default_cache_dir, replace=True)

@@ -27,7 +27,12 @@ _enabled = True
 
 def enabled() -> bool:
     """Whether bars are shown here: switched on, not disabled by TQDM_DISABLE, and on rank 0."""
-    return _enabled and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes") and _rank() == 0
+    return _enabled and not disabled_by_environment() and _rank() == 0
+
+
+def disabled_by_environment() -> bool:
+    """``TQDM_DISABLE=1`` (tqdm's own switch), which also turns off the training bar."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
 
 
 @contextlib.contextmanager

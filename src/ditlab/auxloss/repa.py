@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ditlab.auxloss.base import AUX_LOSSES, AuxLoss
 from ditlab.auxloss.targets import CachedTarget, build_target, target_identity, to_grid_tokens
 from ditlab.errors import DitlabError
+from ditlab.user_cache import default_cache_dir
 
 
 @AUX_LOSSES.register("repa")
@@ -45,7 +46,7 @@ class REPA(AuxLoss):
         depth: int = 8,
         projector_dim: int = 2048,
         weight: float = 0.5,
-        cache_dir: str = ".cache/ditlab",
+        cache_dir: str | None = None,  # None: the user's cache folder (ditlab.user_cache)
     ):
         super().__init__()
         num_blocks = len(model.blocks)
@@ -61,6 +62,7 @@ class REPA(AuxLoss):
             target: Any = CachedTarget(identity)
             self.target_dim = int(shape[0] if len(shape) == 3 else shape[-1])
         else:
+            cache_dir = cache_dir or default_cache_dir()
             target = build_target(encoder, encoder_resolution, encoder_preprocess, cache_dir, data.resolution)
             probe = target(torch.zeros(image_shape))  # one dry run: the feature size the projector must produce
             self.target_dim = int(probe.shape[1] if probe.dim() == 4 else probe.shape[-1])

@@ -12,6 +12,8 @@ The trained weights are cached per resolution under ``cache_dir`` and reloaded w
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ditlab import progress
 from ditlab.atomic import write_once
 from ditlab.data.digits import load_digits_tensors
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.images import to_uint8
+from ditlab.user_cache import default_cache_dir
 
 CACHE_VERSION = 1
+log = logging.getLogger("ditlab")
 
 
 class DigitsClassifier(nn.Module):
@@ -80,7 +85,7 @@ def train_digits_classifier(resolution: int, seed: int = 0, epochs: int = 40) ->
     net = DigitsClassifier()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    for _ in progress.track(range(epochs), total=epochs, desc="digits classifier (once per cache)", unit="epoch"):
         perm = torch.from_numpy(train_idx)[torch.randperm(n_train, generator=gen)]
         for start in range(0, n_train, 64):
             idx = perm[start : start + 64]
@@ -107,7 +112,11 @@ def load_digits_classifier(resolution: int, cache_dir: str | Path) -> tuple[Digi
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])
         return net.eval(), float(state["heldout_accuracy"])
+    # Seconds when the machine is quiet, minutes when it is loaded: say so, and say where it is kept.
+    log.info("training the digits classifier for %dx%d digits once; cached as %s", resolution, resolution, path)
+    t0 = time.time()
     net, acc = train_digits_classifier(resolution)
+    log.info("digits classifier trained in %.1f s (held-out accuracy %.3f)", time.time() - t0, acc)
     # Atomic and never replaced: concurrent runs (parallel sweep jobs) never read a half-written
     # file; training is seeded, so whichever process wrote it, the network is the same.
     state = {"model": net.state_dict(), "heldout_accuracy": acc, "resolution": resolution}
@@ -208,14 +217,17 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from ditlab.key_value_args import parse_key_values  # with argparse: the command line only
-    import os
 
     parser = argparse.ArgumentParser(
         prog="ditlab-classify",
         description="Fraction of generated digits that a CNN trained on the real digits assigns to the requested class.",
     )
     parser.add_argument("samples", help="a run directory (uses its samples.npz) or an .npz with arr_0/arr_1")
-    parser.add_argument("--cache-dir", default=os.environ.get("DITLAB_CACHE", ".cache/ditlab"))
+    parser.add_argument(
+        "--cache-dir",
+        default=default_cache_dir(),
+        help="default: $DITLAB_CACHE, $XDG_CACHE_HOME/ditlab or ~/.cache/ditlab",
+    )
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parse_key_values(parser, argv, {"samples": "samples"})  # samples=X cache_dir=Y (or the old X --cache-dir Y)
     with one_line_errors():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab import progress
 from ditlab.build import build_sampler
 from ditlab.cli import _hydra_entry
+from ditlab.config import compose
 from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
 from ditlab.errors import DitlabError
+from ditlab.run_names import options_hash
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
 from ditlab.tools.npz_writer import StreamingNpzWriter
@@ -44,14 +47,16 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 def _sample(cfg: DictConfig) -> dict[str, Any]:
     _validate(cfg)
     source = load_source(cfg)
-    sampler = build_sampler(sampler_config(cfg.get("sampler"), source.default_sampler))
+    chosen_sampler = sampler_config(cfg.get("sampler"), source.default_sampler)
+    sampler = build_sampler(chosen_sampler)
     sampler.check(source.objective)
     labels = choose_labels(cfg.labels, source.num_classes, int(cfg.num_samples))
     guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
     out_dir = (
         Path(cfg.out)
         if cfg.out
-        else source.default_out.parent / f"{source.default_out.name}_{recipe_tag(cfg, sampler)}"
+        else source.default_out.parent
+        / f"{source.default_out.name}_{recipe_tag(cfg, sampler, chosen_sampler, source.default_sampler)}"
     )
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -152,13 +157,32 @@ def choose_labels(labels: Any, num_classes: int, num_samples: int) -> torch.Tens
     return torch.tensor(labels).repeat_interleave(per_label)[:num_samples]
 
 
-def recipe_tag(cfg: DictConfig, sampler) -> str:
-    """Folder name from what determines the samples, e.g. ``ddpm250_cfg4-all_n100_seed0``."""
+def recipe_tag(cfg: DictConfig, sampler, chosen: DictConfig, default_sampler: dict[str, Any]) -> str:
+    """Folder name from what determines the samples, e.g. ``dpm_solver10_cfg4-all_n100_seed0``; then
+    ``_labels3-8`` for chosen labels, and ``_<hash>`` of everything else that changes the samples where
+    it differs from the defaults: the sampler's options (``dpm_solver`` vs ``dpm_solver_karras``), the
+    labels, weights, precision and batch size (docs/sampling.md)."""
     g = cfg.guidance
     interval = f"_int{g.interval[0]:g}-{g.interval[1]:g}" if g.get("interval") else ""
+    labels = "" if cfg.labels is None else "_labels" + "-".join(str(x) for x in list(cfg.labels)[:8])
+    labels += "-etc" if cfg.labels is not None and len(cfg.labels) > 8 else ""
+    readable = ("name", "steps")  # in the name already
+
+    def options(sampler_cfg: Any, source: Any) -> dict[str, Any]:
+        sampler_dict = OmegaConf.to_container(OmegaConf.create(sampler_cfg), resolve=True)
+        keys = ("labels", "weights", "precision", "batch_size")
+        return {"sampler": {k: v for k, v in sampler_dict.items() if k not in readable}, **{k: source[k] for k in keys}}
+
+    suffix = options_hash(options(chosen, cfg), options(default_sampler, _sample_defaults()), settings=())
     return (
-        f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}_seed{cfg.seed}"
+        f"{sampler.name}{sampler.steps}_cfg{float(g.scale):g}-{g.channels}{interval}_n{cfg.num_samples}"
+        f"_seed{cfg.seed}{labels}{suffix}"
     )
+
+
+@lru_cache(maxsize=1)
+def _sample_defaults() -> DictConfig:
+    return compose("sample")
 
 
 def _validate(cfg: DictConfig) -> None:

@@ -21,36 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.errors import DitlabError
+from ditlab.run_names import RUN_SETTINGS
 from ditlab.stored_config import modules_named, stored_config
 
 RESUME_LOG = "resumes.jsonl"
-# Options a resume may change: how long and on what hardware to train, logging, checkpointing,
-# evaluation and sampling, and the learning rate / clipping (the remedy after a divergence).
-RESUMABLE = (
-    "trainer.max_steps",
-    "trainer.log_every_n_steps",
-    "trainer.enable_progress_bar",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "trainer.gradient_clip_val",
-    "optim.lr",
-    "logger",
-    "callbacks",
-    "eval",
-    "checkpoint",
-    "final_samples",
-    "sampler",
-    "guidance",
-    "divergence",
-    "paths",
-    "run_name",
-    "ckpt_path",
-    "init_from",
-    "overwrite",
-    "takeover_lock",
-)
+# Options a resume may change: the run settings that do not name a run (how long and on what
+# hardware to train, logging, progress bars, checkpointing, evaluation and sampling; run_names.py),
+# the learning rate / clipping (the remedy after a divergence) and init_from (a new run's start only).
+RESUMABLE = (*RUN_SETTINGS, "trainer.gradient_clip_val", "optim.lr", "init_from")
 
 
 BOOKKEEPING = ("ckpt_path", "overwrite", "takeover_lock")  # how this attempt starts, not what the run is

@@ -224,7 +224,11 @@ def make_trainer(run: Run, preemption: Preemption) -> L.Trainer:
     )
     loggers = build_loggers(cfg.get("logger"), run_dir, cfg)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    show_bar = bool(cfg.get("progress", True)) and bool(trainer_kwargs.get("enable_progress_bar", True))
+    show_bar = (
+        bool(cfg.get("progress", True))
+        and not progress.disabled_by_environment()
+        and bool(trainer_kwargs.get("enable_progress_bar", True))
+    )
     trainer_kwargs["enable_progress_bar"] = show_bar
     extra = build_callbacks(cfg.get("callbacks"), progress=show_bar, has_logger=bool(loggers))
     # Early stopping after the evaluator: at an evaluation step it must read the eval/* value just logged.
