@@ -167,3 +167,16 @@ def test_training_logs_params_and_gflops_at_start_and_in_the_summary(train_cfg, 
     assert summary["gflops"] == pytest.approx(closed_form_gflops(model), abs=1e-6)
     hparams = yaml.safe_load(next((tmp_path / "run" / "logs").rglob("hparams.yaml")).read_text())
     assert hparams["model/params"] == summary["params"] and hparams["model/gflops"] == summary["gflops"]
+
+
+def test_ditlab_flops_takes_the_closed_form_and_measures_blocks_without_one(monkeypatch):
+    from ditlab.models import accounting
+
+    cfg = compose_flops("model=S", "model.patch_size=8")
+    with torch.device("meta"):
+        model = DiT(input_size=32, patch_size=8, hidden_size=384, depth=12, num_heads=6)
+    monkeypatch.setattr(accounting, "measured_gflops", lambda m: 123.0)  # which count was taken
+    assert accounting.describe_model(cfg.model, cfg.block, model, measure=False)["gflops"] == pytest.approx(0.357974)
+    assert accounting.describe_model(cfg.model, cfg.block, model)["gflops"] == 123.0  # training measures
+    monkeypatch.setattr(accounting, "closed_form_gflops", lambda m: None)  # a user block without macs()
+    assert accounting.describe_model(cfg.model, cfg.block, model, measure=False)["gflops"] == 123.0
