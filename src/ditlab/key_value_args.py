@@ -36,6 +36,11 @@ def parse_key_values(
         f"Options are key=value ({', '.join(k + '=...' for k in keys)}), as in every ditlab command; "
         "the positional/--flag spelling is read until the next release."
     )
+    for action in parser._actions:  # argparse's own messages ("required: sweep") name the key
+        key = next((k for k, dest in positional_keys.items() if dest == action.dest), None)
+        if key is not None and not action.option_strings:
+            action.metavar = key
+    parser.usage = parser.usage or f"{parser.prog} {' '.join(k + '=...' for k in positional_keys)} [key=value ...]"
     if any(a in ("-h", "--help") for a in argv):
         return parser.parse_args(argv)  # prints the help and exits
     with one_line_errors():
