@@ -72,8 +72,8 @@ def joint_study(
     G, D, L, names = law_points(runs, law_metric)
     if not len(L):
         raise DitlabError(
-            f"no run has {law_metric} in eval/metrics.jsonl; pick --law-metric from the runs' eval "
-            "metrics (val_loss needs eval.val_loss on in training)"
+            f"no run has {law_metric} in eval/metrics.jsonl; pick law_metric=NAME from the runs' eval "
+            "metrics (val_loss: train with it in eval.metrics, e.g. eval.metrics=[fd_digits,val_loss])"
         )
     law = fit_joint_law(G, D, L, runs=names)
     if not isinstance(law, JointLaw):
@@ -122,7 +122,7 @@ def check_budget(budget: float, compute: np.ndarray) -> None:
     lo, hi = float(compute.min()), float(compute.max())
     if not (math.isfinite(budget) and lo <= budget <= MAX_EXTRAPOLATION * hi):
         raise DitlabError(
-            f"--budget {budget:.4g} training Gflops is outside what the sweep can vouch for: give a budget "
+            f"budget={budget:.4g} training Gflops is outside what the sweep can vouch for: give a budget "
             f"from its smallest evaluated compute {lo:.4g} to {MAX_EXTRAPOLATION:g}x its largest ({hi:.4g}), "
             f"i.e. {lo:.4g}...{MAX_EXTRAPOLATION * hi:.4g}"
         )

@@ -14,15 +14,15 @@ from ditlab.report.collect import Run
 def prepare_joint(
     runs: list[Run], sweep_metric: str | None, budget: float | None, law_metric: str | None
 ) -> dict[str, Any] | None:
-    """The joint study, or None when there is nothing to fit. Asked for (``--budget`` or ``--law-metric``),
+    """The joint study, or None when there is nothing to fit. Asked for (``budget=`` or ``law_metric=``),
     bad input raises; fitted by default (the runs logged val_loss), a refusal is recorded instead."""
     asked = budget is not None or law_metric is not None
     metric = law_metric_for(runs, law_metric)
     if metric is None:
         if budget is not None:
             raise DitlabError(
-                "--budget needs the joint law, and no run logged val_loss in eval/metrics.jsonl: "
-                "train with eval.val_loss on, or name another eval metric with --law-metric"
+                "budget needs the joint law, and no run logged val_loss in eval/metrics.jsonl: "
+                "train with val_loss in eval.metrics (eval.metrics=[fd_digits,val_loss]), or name another eval metric with law_metric=NAME"
             )
         return None
     try:
