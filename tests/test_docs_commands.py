@@ -16,7 +16,8 @@ Two tiers:
   is in EXTERNAL_PROGRAMS.
 * slow (``make test-full``): each block whose commands fit a 2-core CPU runs, command after command
   (later ones use what earlier ones wrote), in a fresh folder holding a copy of the quickstart run
-  (``make train``'s, trained here with SHORTEN), with DITLAB_CACHE in a temporary folder; each must
+  (``make train``'s, trained here with SHORTEN), with DITLAB_CACHE in a temporary folder (seeded
+  with the user's trained digits classifier, if any); each must
   exit 0. Training commands get SHORTEN appended, the shortened form README.md gives. Commands that
   cannot run here are listed with their reason (NOT_RUN rules below, first match wins) in the test's
   skip output.
@@ -411,10 +412,21 @@ def _env(work: Path, cache: Path) -> dict[str, str]:
     }
 
 
+def _user_cache() -> Path:
+    if os.environ.get("DITLAB_CACHE"):
+        return Path(os.environ["DITLAB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ditlab"
+
+
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
-    """``make train``'s run, shortened, under the name README.md gives it; and the cache it filled."""
+    """``make train``'s run, shortened, under the name README.md gives it; and the cache it filled.
+
+    The cache starts with the user's trained digits classifier when there is one (minutes to retrain on a
+    busy 2-core machine; its training is tested elsewhere); everything else is built in the tmp cache."""
     work, cache = tmp_path_factory.mktemp("quickstart"), tmp_path_factory.mktemp("cache")
+    for classifier in _user_cache().glob("digits_classifier_*.pt"):
+        shutil.copy2(classifier, cache / classifier.name)
     done = subprocess.run(
         ["bash", "-c", f"ditlab-train {SHORTEN}"], cwd=work, env=_env(work, cache), capture_output=True, text=True
     )
