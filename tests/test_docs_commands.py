@@ -365,6 +365,13 @@ def test_the_configs_table_lists_every_group_and_option():
         assert not unknown, f"docs/configs.md: group {group} lists {sorted(unknown)}, not in conf/{group}"
 
 
+def test_train_help_lists_every_group():
+    from ditlab.cli import HELP_GROUPS
+
+    missing = set(_conf_options()) - set(HELP_GROUPS["train"]) - {"paths"}  # paths: one option, set by env
+    assert not missing, f"ditlab-train --help (ditlab.cli.HELP_GROUPS) leaves out {sorted(missing)}"
+
+
 # ------------------------------------------------------------------ slow tier: run what fits a CPU
 def not_run_reason(cmd: DocCommand) -> str | None:
     if cmd.skip_block:

@@ -3,13 +3,15 @@
 Counting runs on the meta device, so what a user waits for is start-up: the interpreter, torch, Hydra
 and whatever else the command imports. Both commands run as fresh processes, alternating (one of each
 per repeat, so both see the same machine load), from an empty temporary folder; the result is
-``median(ditlab-flops) / median(import torch)``, with every time kept. The flops command counts the
+``median(ditlab-flops) / median(import torch)`` in wall time, and the same ratio in CPU time (user +
+system of the child process: less sensitive to other work on a shared machine), with every time kept. The flops command counts the
 paper's 12 configs (the bare ``ditlab-flops``), or what the Hydra overrides at the end choose.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,28 +31,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--startup-repeats", type=int, default=5, help="runs of each command (default 5)")
 
 
-def wall_time(command: list[str], cwd: str) -> float:
+def timed(command: list[str], cwd: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run(args: argparse.Namespace, compose=None) -> dict[str, Any]:
     torch_command = [sys.executable, "-c", "import torch"]
     flops_command = [sys.executable, "-c", FLOPS_COMMAND, *args.overrides]
-    times: dict[str, list[float]] = {"import_torch_s": [], "ditlab_flops_s": []}
+    times: dict[str, list[float]] = {
+        key: [] for key in ("import_torch_s", "ditlab_flops_s", "import_torch_cpu_s", "ditlab_flops_cpu_s")
+    }
     with tempfile.TemporaryDirectory(prefix="ditlab_bench_flops_") as cwd:
-        wall_time(torch_command, cwd)  # warm the file cache once, untimed
+        timed(torch_command, cwd)  # warm the file cache once, untimed
         for _ in range(args.startup_repeats):
-            times["import_torch_s"].append(round(wall_time(torch_command, cwd), 3))
-            times["ditlab_flops_s"].append(round(wall_time(flops_command, cwd), 3))
+            for name, command in (("import_torch", torch_command), ("ditlab_flops", flops_command)):
+                wall, cpu = timed(command, cwd)
+                times[f"{name}_s"].append(round(wall, 3))
+                times[f"{name}_cpu_s"].append(round(cpu, 3))
     medians = {key: statistics.median(values) for key, values in times.items()}
     return {
         "benchmark": NAME,
         "flops_overrides": list(args.overrides),
         "repeats": args.startup_repeats,
         "ratio_flops_over_import_torch": round(medians["ditlab_flops_s"] / medians["import_torch_s"], 2),
-        "median_import_torch_s": round(medians["import_torch_s"], 3),
-        "median_ditlab_flops_s": round(medians["ditlab_flops_s"], 3),
+        "ratio_cpu_flops_over_import_torch": round(medians["ditlab_flops_cpu_s"] / medians["import_torch_cpu_s"], 2),
+        **{f"median_{key}": round(value, 3) for key, value in medians.items()},
         "times": times,
     }
