@@ -119,15 +119,16 @@ def test_curves_show_the_loss_and_every_eval_metric(tmp_path):
 
 
 def test_progress_off_and_no_logger_leave_out_the_callbacks_that_cannot_work():
-    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
+    from ditlab.training.progress_bar import StepProgressBar
     from ditlab.training.throughput import TrainingThroughput
 
     cfg = compose_train(fast=False).callbacks
     kinds = lambda cbs: sorted(type(c).__name__ for c in cbs)  # noqa: E731
     assert kinds(build_callbacks(cfg, progress=True, has_logger=True)) == [
         "LearningRateMonitor",
-        "TQDMProgressBar",
+        "StepProgressBar",
         "TrainingThroughput",
     ]
     # throughput stays without a logger: it also writes summary.json
@@ -136,7 +137,7 @@ def test_progress_off_and_no_logger_leave_out_the_callbacks_that_cannot_work():
         TrainingThroughput,
     ]
     assert [type(c) for c in build_callbacks(cfg, progress=True, has_logger=False)] == [
-        TQDMProgressBar,
+        StepProgressBar,
         TrainingThroughput,
     ]
     assert build_callbacks(compose_train("callbacks=none").callbacks, progress=True, has_logger=True) == []

@@ -31,7 +31,9 @@ RESUME_LOG = "resumes.jsonl"
 RESUMABLE = (*RUN_SETTINGS, "trainer.gradient_clip_val", "optim.lr", "init_from")
 
 
-BOOKKEEPING = ("ckpt_path", "overwrite", "takeover_lock")  # how this attempt starts, not what the run is
+# How this attempt starts, not what the run is. run_name too: its options hash follows optim.lr, so a
+# resume that lowers the learning rate would otherwise record a "new name" for the same folder.
+BOOKKEEPING = ("ckpt_path", "overwrite", "takeover_lock", "run_name")
 
 
 @dataclass
