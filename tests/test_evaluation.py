@@ -225,7 +225,7 @@ def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, mon
     np.savez(tmp_path / "samples.npz", arr_0=samples, arr_1=np.arange(30) % 3)
     main(
         [
-            str(tmp_path / "samples.npz"),
+            f"samples={tmp_path / 'samples.npz'}",
             f"ref={tmp_path / 'ref.npz'}",
             "eval.is_split_size=10",
             "eval.batch_size=8",
@@ -241,9 +241,12 @@ def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, mon
     with np.load(tmp_path / "samples_ref.npz") as f:  # usable as a reference, by ditlab or the ADM evaluator
         assert np.array_equal(f["arr_0"], samples) and f["mu"].shape == (6,)
     for argv, needle in (
-        ([str(tmp_path / "samples.npz")], "no ref given"),
-        ([str(tmp_path / "nope.npz"), f"ref={tmp_path / 'ref.npz'}"], "nope.npz not found"),
-        ([str(tmp_path / "samples.npz"), f"ref={tmp_path / 'ref.npz'}", "eval.metrics=[fidd]"], "unknown metric"),
+        ([f"samples={tmp_path / 'samples.npz'}"], "no ref given"),
+        ([f"samples={tmp_path / 'nope.npz'}", f"ref={tmp_path / 'ref.npz'}"], "nope.npz not found"),
+        (
+            [f"samples={tmp_path / 'samples.npz'}", f"ref={tmp_path / 'ref.npz'}", "eval.metrics=[fidd]"],
+            "unknown metric",
+        ),
     ):
         with pytest.raises(SystemExit) as e:
             main(argv)
