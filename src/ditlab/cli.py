@@ -76,6 +76,9 @@ def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], N
 
 
 def _train(cfg):
+    from ditlab.training.quiet import quiet_font_cache  # lazy, as the next line
+
+    quiet_font_cache()  # before the import below, which may build matplotlib's font cache (a line in cli.log)
     from ditlab.training.train import train  # lazy for start-up: `--cfg job` and --help never load torch
 
     # Lightning prints through its own handler; stop the same lines reaching Hydra's root handler.

@@ -50,6 +50,14 @@ class DropNoise(logging.Filter):
         return not NOISY_LINES.match(record.getMessage())
 
 
+def quiet_font_cache() -> None:
+    """For the console scripts' own process: importing the training stack imports matplotlib (through
+    torchmetrics), which may build its font cache before ``train()`` starts; drop those two lines."""
+    font_log = logging.getLogger("matplotlib.font_manager")
+    if not any(isinstance(f, DropNoise) for f in font_log.filters):
+        font_log.addFilter(DropNoise())
+
+
 @contextlib.contextmanager
 def quiet_run() -> Iterator[None]:
     """Inside: the noise above is dropped and ditlab's INFO lines are shown; outside: as before."""
