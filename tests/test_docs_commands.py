@@ -70,6 +70,7 @@ HYDRA_FLAGS = {"-m", "--multirun", "--resolve", "--help", "-h", "--hydra-help", 
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "-sc", "--shell-completion", "-cn", "--config-name"}
 # Why a command is not run by the slow tier: (pattern on the command, reason); the first match wins.
 NOT_RUN = [
+    (r"^sudo\b", "needs root"),
     (r"(?i)/data/|imagenet", "needs ImageNet on local disk"),
     (r"\.pt\b|/weights/|VIRTUAL_imagenet|REF\.npz", "needs downloaded weights or reference batches"),
     (r"trainer=(ddp|fsdp|gpu)\b|trainer\.devices=[2-9]|device=cuda|--nproc[-_]per[-_]node|gpu_check", "needs GPUs"),
@@ -274,6 +275,8 @@ def check_command(cmd: DocCommand) -> None:
     program, args = _program(tokens[0]), tokens[1:]
     if program.startswith("ditlab"):
         check_ditlab_command(program, args)
+    elif program == "sudo":
+        check_command(DocCommand(cmd.where, cmd.block, shlex.join(args), cmd.skip_block))
     elif program in ("srun", "torchrun"):
         inner = _inner_command(tokens)
         if inner is not None:
@@ -379,6 +382,9 @@ def not_run_reason(cmd: DocCommand) -> str | None:
     for pattern, reason in NOT_RUN:
         if re.search(pattern, cmd.text, flags=re.M):
             return reason
+    program = _program(_split_env(cmd.tokens)[0])
+    if not (program.startswith("ditlab") or program in ("python", "python3", "eval", "source")):
+        return f"runs only ditlab's own commands here, not {program}"
     return None
 
 
