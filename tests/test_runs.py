@@ -313,11 +313,11 @@ def small_run(tmp_path_factory):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("optim.lr=-1", "optim.lr must be >= 0"),
-        ("checkpoint.every_n_steps=-5", "checkpoint.every_n_steps must be a positive"),
-        ("ema.decay=2", r"ema.decay must be in \[0, 1\]"),
-        ("optim.betas=[0.9,1.5]", "optim.betas must be two numbers"),
-        ("divergence.max_loss=0", "divergence.max_loss must be positive"),
+        ("optim.lr=-1", "optim.lr=-1 is not valid: give a number >= 0"),
+        ("checkpoint.every_n_steps=-5", "checkpoint.every_n_steps=-5 is not valid: give an integer >= 1"),
+        ("ema.decay=2", "ema.decay=2 is not valid: give a number >= 0 and <= 1"),
+        ("optim.betas=[0.9,1.5]", r"optim.betas=\[0.9,1.5\] is not valid: give two numbers"),
+        ("divergence.max_loss=0", "divergence.max_loss=0 is not valid: give a number > 0"),
     ],
 )
 def test_bad_options_fail_in_one_line_before_anything_is_written(train_cfg, tmp_path, override, message):

@@ -152,8 +152,8 @@ def test_nan_loss_between_logging_steps_never_reaches_a_checkpoint(train_cfg, tm
     [
         ("model.patch_size=3", "patch size 3 does not divide the model input size 8"),
         ("model.num_heads=3", "not divisible by model.num_heads=3"),
-        ("trainer.max_steps=0", "trainer.max_steps must be a positive"),
-        ("data.batch_size=0", "data.batch_size must be positive"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is not valid: give an integer >= 1"),
+        ("data.batch_size=0", "data.batch_size=0 is not valid: give an integer >= 1"),
         ("block.name=nope", "unknown block 'nope'; registered: adaln, adaln_zero, cross_attn, in_context"),
         ("objective.name=nope", "unknown objective 'nope'"),
         ("ckpt_path=last", "nothing to resume"),

@@ -14,10 +14,11 @@ import hydra
 from omegaconf import OmegaConf
 
 # compose() is documented as ``ditlab.cli.compose``; it lives in ditlab.config with the config location.
-from ditlab.config import CONFIG_DIR, compose  # noqa: F401  (re-exported)
+from ditlab.config import CONFIG_DIR, compose, in_multirun  # noqa: F401  (compose: re-exported)
 from ditlab.errors import one_line_errors
 from ditlab.extras import require
 from ditlab.run_names import check_run_name
+from ditlab.schema import check_command_line, check_config
 from ditlab.sweep.jobs import run_job  # in a multirun, a failed job is recorded and the sweep goes on
 
 # --help lists these groups per command (conf/hydra/help/ditlab.yaml); options that are internal
@@ -70,9 +71,16 @@ def _hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], N
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name=config_name)
     def _main(cfg):
         with one_line_errors():
+            if config_name != "train" or not in_multirun():  # a training sweep's jobs: checked in the job
+                check_config(config_name, cfg)
             return task(cfg)
 
-    return _main
+    def _checked_main() -> None:
+        with one_line_errors():  # types, ranges and typos: one line, before Hydra creates a folder or log
+            check_command_line(config_name, sys.argv[1:])
+        _main()
+
+    return _checked_main
 
 
 def _train(cfg):

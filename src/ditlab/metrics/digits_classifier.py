@@ -27,9 +27,11 @@ from ditlab.atomic import write_once
 from ditlab.data.digits import load_digits_tensors
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.images import to_uint8
+from ditlab.inputs import check_writable, load_weights, read_sample_set
 from ditlab.user_cache import default_cache_dir
 
 CACHE_VERSION = 1
+NUM_CLASSES = 10
 log = logging.getLogger("ditlab")
 
 
@@ -109,7 +111,7 @@ def load_digits_classifier(resolution: int, cache_dir: str | Path) -> tuple[Digi
     path = Path(cache_dir) / f"digits_classifier_r{resolution}_v{CACHE_VERSION}.pt"
     net = DigitsClassifier()
     if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights(path, "delete it; the classifier is retrained and cached again")
         net.load_state_dict(state["model"])
         return net.eval(), float(state["heldout_accuracy"])
     # Seconds when the machine is quiet, minutes when it is loaded: say so, and say where it is kept.
@@ -148,39 +150,8 @@ def classify_npz(path: str | Path, cache_dir: str | Path) -> dict[str, Any]:
 
 
 def read_labelled_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``arr_0`` uint8 (N, R, R, 1) images and ``arr_1`` (N,) integer labels of a samples .npz, checked."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "samples.npz"
-    if not path.is_file():
-        raise DitlabError(f"{path} not found; pass a run directory or a samples .npz file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise DitlabError(
-                    f"{path} holds a single array, not an .npz archive with arr_0 (images) and arr_1 (labels)"
-                )
-            missing = [k for k in ("arr_0", "arr_1") if k not in f.files]
-            if missing:
-                raise DitlabError(
-                    f"{path} has no {' or '.join(missing)} (needs arr_0: uint8 images, arr_1: labels; "
-                    f"it holds {', '.join(f.files) or 'nothing'}); pass a samples.npz from ditlab"
-                )
-            images, labels = f["arr_0"], f["arr_1"]
-    except DitlabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - not a zip, truncated, pickled objects: one line
-        raise DitlabError(
-            f"{path} is not a readable .npz archive ({type(e).__name__}: {str(e)[:100]}); pass a "
-            "samples.npz written by ditlab-train or ditlab-sample"
-        ) from None
-    if images.dtype != np.uint8:
-        raise DitlabError(f"{path}: arr_0 holds {images.dtype} images; expected uint8 in [0, 255] (ADM layout)")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(images):
-        raise DitlabError(
-            f"{path}: arr_1 must hold one integer label per image ({len(images)}), got "
-            f"{labels.dtype} of shape {labels.shape}"
-        )
+    """``arr_0`` uint8 (N, R, R, 1) images and ``arr_1`` (N,) labels in [0, 10) of a samples .npz, checked."""
+    images, labels, _ = read_sample_set(path, labels_required=True, num_classes=NUM_CLASSES, channels=(1,))
     return images, labels
 
 
@@ -231,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parse_key_values(parser, argv, {"samples": "samples"})  # samples=X cache_dir=Y (or the old X --cache-dir Y)
     with one_line_errors():
+        check_writable(args.out, "--out")  # before the classifier runs (or is trained and cached)
         result = classify_npz(args.samples, args.cache_dir)
     text = json.dumps(result, indent=2)
     print(text)

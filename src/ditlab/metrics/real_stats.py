@@ -22,6 +22,7 @@ import torch
 
 from ditlab.atomic import write_once
 from ditlab.errors import DitlabError
+from ditlab.inputs import load_weights
 from ditlab.metrics.extractors import Extractor
 from ditlab.metrics.frechet import Moments
 from ditlab.metrics.images import real_to_uint8, to_metric_input
@@ -185,7 +186,7 @@ def merge_shards(parts: list[dict[str, RealStats]]) -> dict[str, RealStats]:
 
 # ----------------------------------------------------------------------------- files
 def _load_checked(path: Path, key: dict[str, Any]) -> dict[str, Any]:
-    entry = torch.load(path, map_location="cpu", weights_only=True)
+    entry = load_weights(path, "delete it; the statistics are computed and cached again")
     stored = json.loads(entry.get("key", "{}"))
     if stored != json.loads(_key_text(key)):
         raise DitlabError(

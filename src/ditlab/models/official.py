@@ -28,6 +28,7 @@ import torch
 
 from ditlab.config import CONFIG_DIR, compose
 from ditlab.errors import DitlabError
+from ditlab.inputs import is_pickle, python_objects, refused_global, refuses_objects
 from ditlab.models.dit import DiT, model_kwargs, model_tag
 from ditlab.models.layers import get_2d_sincos_pos_embed
 from ditlab.stored_config import stored_config
@@ -141,6 +142,8 @@ def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
     path = Path(state_dict_or_path).expanduser()
     if not path.is_file():
         raise DitlabError(f"checkpoint file not found: {path}")
+    if is_pickle(path):  # a bare pickle is code to run, not a damaged checkpoint
+        raise python_objects(path, " (a bare pickle)", "use a checkpoint saved with torch.save")
     if not _looks_like_torch_file(path):
         raise DitlabError(_unreadable(path, "not a torch.save file"))
     try:
@@ -149,11 +152,12 @@ def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read becomes one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" not in str(e):  # damaged bytes, not a refused class
+        if not refuses_objects(e):  # damaged bytes, not a refused class
             raise DitlabError(_unreadable(path, first[:120])) from None
         raise DitlabError(
-            f"torch.load(weights_only=True) refused {path} ({_refused_global(e)}); ditlab loads only tensors (plus "
-            "the argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save just the weights: "
+            f"{path} holds Python objects ({refused_global(e)}) that weights-only loading will not run; ditlab loads "
+            "only tensors (plus the argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save "
+            "just the weights: "
             f"torch.save(torch.load('{path}', weights_only=False)['ema'], 'weights.pt')"
         ) from None
     if not isinstance(obj, Mapping):
@@ -176,13 +180,6 @@ def _unreadable(path: Path, why: str) -> str:
         f"{path} is not a readable PyTorch checkpoint ({why}): the file is damaged, truncated or of another "
         "format; use another checkpoint (e.g. an earlier checkpoints/step*.ckpt of the run)"
     )
-
-
-def _refused_global(e: Exception) -> str:
-    for line in str(e).splitlines():
-        if "Unsupported global" in line:
-            return line.strip().split("error: ")[-1][:160]
-    return "a class outside the allowlist"
 
 
 def is_ditlab_checkpoint(ckpt: Mapping[str, Any]) -> bool:
@@ -225,13 +222,19 @@ def model_from_ditlab_checkpoint(
     tokens = meta.get("model_stats", {}).get("tokens") or sd["pos_embed"].shape[1]  # rope2d runs have no table
     grid = math.isqrt(int(tokens))
     kwargs = {**model_kwargs(cfg.model, cfg.block), **model_overrides}
-    model = DiT(
-        input_size=grid * p,
-        in_channels=proj.shape[1],
-        out_channels=sd["final_layer.linear.weight"].shape[0] // (p * p),
-        num_classes=int(meta["data"]["num_classes"]),
-        **kwargs,
-    )
+    try:
+        model = DiT(
+            input_size=grid * p,
+            in_channels=proj.shape[1],
+            out_channels=sd["final_layer.linear.weight"].shape[0] // (p * p),
+            num_classes=int(meta["data"]["num_classes"]),
+            **kwargs,
+        )
+    except TypeError as e:  # a stored model.*/block.* key this ditlab's DiT does not take
+        raise DitlabError(
+            f"{source}: its stored config has model/block options this ditlab does not know ({e}); the file was "
+            "written by another ditlab version or edited: use a checkpoint of this version"
+        ) from None
     load_weights(model, sd, source=source, target=model_tag(cfg.model.name, cfg.model.patch_size))
     return model.eval()
 

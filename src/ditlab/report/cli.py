@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.inputs import check_writable
 from ditlab.key_value_args import parse_key_values
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
@@ -51,6 +52,7 @@ def build_report(
 ) -> dict[str, Any]:
     if not root.is_dir():
         raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
+    check_writable(out, "out")  # before reading the runs: a read-only or misplaced out is found first
     runs = [r for r in collect_runs(root) if not _inside(r.path, out)]
     if not runs:
         raise DitlabError(f"no runs under {root} (looked for summary.json, config.yaml, checkpoints/)")

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ditlab.errors import DitlabError
 from ditlab.sweep.jobs import FAILURE_FILE
 
 STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
@@ -115,10 +116,20 @@ def as_of_step(runs: list[Run], step: int) -> tuple[list[Run], list[Run]]:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The JSON object in ``path``; None when there is no file. A damaged one is refused, naming it:
+    ditlab writes summaries atomically, so it is not a run being written but a file to repair."""
+    if not path.is_file():
         return None
+    fix = "repair it, or move it out of the run folder (the run is then listed as unfinished)"
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise DitlabError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    except ValueError as e:
+        raise DitlabError(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise DitlabError(f"{path} holds a JSON {type(data).__name__}, not the object a run's summary is; {fix}")
+    return data
 
 
 def _read_history(path: Path) -> list[dict[str, Any]]:

@@ -32,12 +32,15 @@ from ditlab import progress
 from ditlab.config import compose
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
+from ditlab.inputs import check_npz, check_writable, read_sample_set
+from ditlab.schema import check_config
 
 log = logging.getLogger("ditlab")
 USAGE = (
     "usage: ditlab-eval samples=SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] "
     "[key=value ...] (ref= is not needed for the digits metrics)"
 )
+CLASSES = {"digits": 10}  # classes of the accuracy metrics' classifiers, by extractor
 BUILTIN_DIGITS_REF = "builtin:digits"  # what ``ref`` says in the result when the bundled digits were the reference
 
 
@@ -60,7 +63,13 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     builtin_ref = OmegaConf.is_missing(cfg, "ref") and all(METRICS.get(m).extractor == "digits" for m in names)
     if OmegaConf.is_missing(cfg, "ref") and not builtin_ref:
         raise DitlabError(f"no ref given (only the digits metrics have a built-in reference); {USAGE}")
-    images, labels = load_samples(cfg.samples)
+    accuracy = [m for m in names if METRICS.get(m).kind == "accuracy"]  # these compare the samples' labels
+    classes = CLASSES.get(METRICS.get(accuracy[0]).extractor) if accuracy else 0
+    images, labels = load_samples(cfg.samples, classes)
+    check_writable(cfg.out, "out")  # before any work: a read-only folder is found now, not after evaluating
+    check_writable(cfg.write_ref, "write_ref")
+    if not builtin_ref:
+        check_npz(cfg.ref, "ref")
     rank, world = _init_distributed()
     device = resolve_device(str(cfg.device))
     n, side, _, channels = images.shape
@@ -138,20 +147,11 @@ def digits_reference(suite: Any, extractors: dict[str, Any], side: int, ec: Any,
     return real
 
 
-def load_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(str(path))
-    if path.is_dir():
-        path = path / "samples.npz"
-    if not path.is_file():
-        raise DitlabError(f"{path} not found; pass a samples .npz (uint8 arr_0) or a run directory")
-    with np.load(path, allow_pickle=False) as f:
-        if "arr_0" not in f.files:
-            raise DitlabError(f"{path} has no arr_0; samples must be uint8 images (N, H, W, C) in arr_0")
-        images = f["arr_0"]
-        labels = f["arr_1"] if "arr_1" in f.files else np.zeros(len(images), dtype=np.int64)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DitlabError(f"{path}: arr_0 must be uint8 (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
-    return images, labels
+def load_samples(path: str | Path, classes: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a sample set; ``classes``: labels are required and must lie in ``[0, classes)``
+    (0: not required, and 0 for every image when absent)."""
+    images, labels, _ = read_sample_set(path, labels_required=classes != 0, num_classes=classes or None)
+    return images, labels if labels is not None else np.zeros(len(images), dtype=np.int64)
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = compose("evaluate", overrides)
         except Exception as e:  # a bad override: Hydra's message, on one line
             raise DitlabError(f"{str(e).splitlines()[0]}; {USAGE}") from None
+        check_config("evaluate", cfg)
         evaluate(cfg)
 
 

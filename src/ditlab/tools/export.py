@@ -35,6 +35,7 @@ from ditlab.cli import _hydra_entry
 from ditlab.config import CONFIG_DIR
 from ditlab.encoders.vae import VAEEncoder
 from ditlab.errors import DitlabError
+from ditlab.inputs import check_writable
 from ditlab.models.diffusers_interop import to_diffusers
 from ditlab.tools.sample_source import load_ditlab
 
@@ -50,6 +51,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.is_missing(cfg, key) or not cfg[key]:
             raise DitlabError(f"{key} is not set: ditlab-export ckpt=runs/<run> out=<folder>")
     out = Path(str(cfg.out))
+    check_writable(out, "out")  # before the checkpoint is read and the pipeline built
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise DitlabError(f"{out} already exists; choose another out=... or pass overwrite=true to replace it")
     source = load_ditlab(cfg.ckpt, weights=cfg.weights)

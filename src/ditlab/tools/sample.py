@@ -28,6 +28,7 @@ from ditlab.cli import _hydra_entry
 from ditlab.config import compose
 from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
 from ditlab.errors import DitlabError
+from ditlab.inputs import check_writable
 from ditlab.run_names import options_hash
 from ditlab.samplers.generate import SampleRecipe, class_balanced_labels, generate
 from ditlab.samplers.grid import label_grid, save_grid
@@ -58,6 +59,7 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
         else source.default_out.parent
         / f"{source.default_out.name}_{recipe_tag(cfg, sampler, chosen_sampler, source.default_sampler)}"
     )
+    check_writable(out_dir, "out")  # a read-only folder is found now, not after sampling
     paths = {key: out_dir / name for key, name in OUTPUTS.items()}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not cfg.overwrite:

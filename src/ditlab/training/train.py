@@ -34,11 +34,11 @@ from ditlab.build import (
     build_optimizer,
     build_sampler,
 )
-from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
 from ditlab.provenance import git_commit, package_versions
 from ditlab.report.curves import write_curves
+from ditlab.schema import check_config
 from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
@@ -341,39 +341,10 @@ def final_samples(run: Run) -> tuple[dict[str, Any], float]:
 
 
 def _validate(cfg: DictConfig) -> None:
-    """Every value Lightning or torch would otherwise reject with a traceback, in one line each."""
-    checks = [
-        (
-            cfg.trainer.max_steps is not None and int(cfg.trainer.max_steps) > 0,
-            f"trainer.max_steps must be a positive number of steps, got {cfg.trainer.max_steps}",
-        ),
-        (int(cfg.data.batch_size) > 0, f"data.batch_size must be positive, got {cfg.data.batch_size}"),
-        (
-            int(cfg.final_samples.num_samples) > 0 and int(cfg.final_samples.batch_size) > 0,
-            "final_samples.num_samples and final_samples.batch_size must be positive",
-        ),
-        (float(cfg.optim.lr) >= 0, f"optim.lr must be >= 0 (0: weights stay fixed), got {cfg.optim.lr}"),
-        (
-            float(cfg.optim.get("weight_decay", 0)) >= 0,
-            f"optim.weight_decay must be >= 0, got {cfg.optim.get('weight_decay')}",
-        ),
-        (  # AdamW's, and any user optimizer's that takes betas
-            "betas" not in cfg.optim or len(cfg.optim.betas) == 2 and all(0 <= float(b) < 1 for b in cfg.optim.betas),
-            f"optim.betas must be two numbers in [0, 1), got {cfg.optim.get('betas')}",
-        ),
-        (0 <= float(cfg.ema.decay) <= 1, f"ema.decay must be in [0, 1] (DiT: 0.9999), got {cfg.ema.decay}"),
-        (
-            cfg.checkpoint.every_n_steps is None or int(cfg.checkpoint.every_n_steps) > 0,
-            f"checkpoint.every_n_steps must be a positive number of steps (or null: last.ckpt only), "
-            f"got {cfg.checkpoint.every_n_steps}",
-        ),
-        (int(cfg.checkpoint.keep) >= -1, f"checkpoint.keep must be -1 (all) or >= 0, got {cfg.checkpoint.keep}"),
-        (float(cfg.divergence.max_loss) > 0, f"divergence.max_loss must be positive, got {cfg.divergence.max_loss}"),
-        (int(cfg.trainer.get("accumulate_grad_batches", 1)) > 0, "trainer.accumulate_grad_batches must be positive"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DitlabError(message)
+    """Every value Lightning or torch would otherwise reject with a traceback (or accept silently), in one
+    line each: the types and ranges of :mod:`ditlab.schema`, which the console script also checks when it
+    composes the command line; here for resumed configs, sweep jobs and configs composed in Python."""
+    check_config("train", cfg)
 
 
 def _global_rank() -> int:
