@@ -6,6 +6,7 @@ before and after.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -74,6 +75,12 @@ def _make_files(root: Path) -> None:
     for name, text in (("damaged", '{"status": "finished", "steps": 4'), ("listed", "[1, 2]")):
         (root / "reports" / name / "r1").mkdir(parents=True)
         (root / "reports" / name / "r1" / "summary.json").write_text(text)
+    latents = root / "latents"  # a finished latent cache whose one shard was replaced by a pickle payload
+    (latents / "shards").mkdir(parents=True)
+    (latents / "shards" / "shard-00000.safetensors").write_bytes(pickle.dumps(Payload()))
+    manifest = {"format": "ditlab-latents/1", "complete": True, "resolution": 8, "channels": 1}
+    manifest["shards"] = [{"file": "shards/shard-00000.safetensors", "count": 1}]
+    (latents / "manifest.json").write_text(json.dumps(manifest))
     (root / "cache").mkdir()
     (root / "runs").mkdir()  # a project's runs folder exists; what a refused run leaves inside it is the test
     (root / "payload_cache").mkdir()
@@ -189,6 +196,7 @@ CASES = [
     (T, ["ckpt_path={files}/missing.ckpt"], "missing.ckpt"),
     (T, [*FAST, "ckpt_path={files}/unknown_key.ckpt"], "bogus_option"),  # the fixture run's own settings
     (T, ["data=imagefolder"], "data.root"),
+    (T, ["data=latents", "data.cache_dir={root}/latents"], "Python objects"),
     (T, ["data=latents"], "data.cache_dir"),
     # ditlab-sample
     (S, [*SAMPLE, "num_samples=abc"], "num_samples"),

@@ -8,7 +8,9 @@ folders are checked by :func:`check_writable` before sampling or evaluating star
 
 from __future__ import annotations
 
+import io
 import os
+import pickletools
 import re
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,20 @@ _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 
 
 def is_pickle(path: str | Path) -> bool:
-    """True for a bare pickle stream (protocol 2-5), which only an unpickler that runs code can read."""
+    """True for a bare pickle stream (protocol 2-5), which only an unpickler that runs code can read.
+
+    Its first opcodes must parse as pickle opcodes, so a file that merely starts with the same two
+    bytes (a safetensors header 640 bytes long begins ``80 02 00``) is not taken for one."""
     with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_TORCH_MAGIC))
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5 and head != _LEGACY_TORCH_MAGIC
+        head = f.read(256)
+    if len(head) < 3 or head[0] != 0x80 or not 2 <= head[1] <= 5 or head.startswith(_LEGACY_TORCH_MAGIC):
+        return False
+    try:
+        for _ in zip(range(3), pickletools.genops(io.BytesIO(head))):
+            pass
+    except Exception:  # noqa: BLE001 - not opcodes: another format
+        return False
+    return True
 
 
 def python_objects(path: str | Path, what: str, fix: str) -> DitlabError:

@@ -22,6 +22,7 @@ from ditlab.data.sharding import sharded_train_loader
 from ditlab.encoders.base import LatentEncoder
 from ditlab.encoders.cached import CachedPosteriorEncoder
 from ditlab.errors import DitlabError
+from ditlab.inputs import is_pickle, python_objects
 
 log = logging.getLogger("ditlab")
 
@@ -59,6 +60,12 @@ class LatentsDataModule(ImageDataModule):
             raise DitlabError(
                 f"data.resolution={resolution} but the cache {self.cache_dir} holds {manifest['resolution']}px images; "
                 f"set data.resolution={manifest['resolution']} (or null) or extract a cache at {resolution}px"
+            )
+        shards = [self.cache_dir / s["file"] for s in manifest["shards"]]
+        pickled = next((p for p in shards if p.is_file() and is_pickle(p)), None)
+        if pickled is not None:  # never "damaged": safetensors holds no objects, so someone put this here
+            raise python_objects(
+                pickled, "", "a latent shard is a safetensors file: move it away and rerun ditlab-extract"
             )
         damaged = next((s["file"] for s in manifest["shards"] if shard_meta(self.cache_dir / s["file"]) is None), None)
         if damaged is not None:
