@@ -184,6 +184,7 @@ CASES = [
     (T, ["guidance.interval=[0,2]"], "guidance.interval"),
     (T, ["final_samples.grid_upscale=0"], "final_samples.grid_upscale"),
     (T, ["eval.grid_upscale=0"], "eval.grid_upscale"),
+    (T, ["eval.guidance_scale=-1"], "eval.guidance_scale"),
     # ditlab-train: typos and files
     (T, ["trainer.bogus=1"], "trainer.bogus"),
     (T, ["model=nope"], "model/nope"),

@@ -165,6 +165,9 @@ EVAL = {
     "grid_per_class": COUNT,
     "grid_upscale": COUNT,
     "antialias": BOOL,
+    "guidance_scale": GUIDANCE["scale"],  # ${guidance.scale} unless set on its own
+    "guidance_channels": GUIDANCE["channels"],
+    "guidance_interval": INTERVAL,
 }
 SAMPLER = {"steps": COUNT}
 OBJECTIVE = {"num_timesteps": COUNT, "time_shift": POSITIVE}
