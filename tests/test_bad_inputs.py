@@ -197,6 +197,9 @@ CASES = [
     (T, ["ckpt_path={files}/missing.ckpt"], "missing.ckpt"),
     (T, [*FAST, "ckpt_path={files}/unknown_key.ckpt"], "bogus_option"),  # the fixture run's own settings
     (T, ["data=imagefolder"], "data.root"),
+    (T, ["eval.reference={files}/objects.npz"], "objects.npz"),
+    (T, ["eval.reference={files}/empty.npz"], "empty.npz"),
+    (T, ["eval.reference={files}/text.npz"], "text.npz"),
     (T, ["data=latents", "data.cache_dir={root}/latents"], "Python objects"),
     (T, ["data=latents"], "data.cache_dir"),
     # ditlab-sample

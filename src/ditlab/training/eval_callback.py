@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ditlab.atomic import replace_atomically
 from ditlab.devices import autocast
 from ditlab.errors import DitlabError
+from ditlab.inputs import check_npz
 from ditlab.metrics.extractors import build_extractor
 from ditlab.metrics.reference import read_reference
 from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
@@ -76,6 +77,8 @@ def build_eval_callback(
         raise DitlabError(f"eval.precision={ec.precision} is not one of {', '.join(PRECISIONS)}")
     if ec.get("reference") and not Path(str(ec.reference)).is_file():
         raise DitlabError(f"eval.reference={ec.reference} not found; point it at an ADM-layout .npz or set it to null")
+    if ec.get("reference"):  # object arrays, no images, damaged: one line now, not after the run has started
+        check_npz(ec.reference, "eval.reference")
     kernel = [n for n in names if METRICS.get(n).kind == "kernel"]
     if kernel and int(ec.kid_subset_size) > int(ec.num_samples):
         raise DitlabError(
