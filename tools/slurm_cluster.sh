@@ -79,7 +79,7 @@ ReturnToService=2
 # Finished jobs stay visible to squeue/scontrol for an hour (their states, for the tests and submitit).
 MinJobAge=3600
 KillWait=5
-SchedulerParameters=batch_sched_delay=0
+SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=2
 NodeName=n[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=$NODE_PORTS CPUs=1 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF

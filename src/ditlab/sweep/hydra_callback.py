@@ -21,9 +21,10 @@ from ditlab.report.collect import collect_runs
 
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from ditlab.sweep.slurm_status import install  # submitit: squeue when sacct has no accounting
+        if "submitit" in str(config.hydra.launcher.get("_target_", "")):
+            from ditlab.sweep.slurm_status import install  # squeue where sacct has no accounting
 
-        install()
+            install()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
