@@ -18,8 +18,10 @@ import torch
 from conftest import FAST, compose_train
 
 from ditlab.cli import extract_main, train_main
+from ditlab.config import CONFIG_DIR, compose
 from ditlab.metrics import digits_classifier
 from ditlab.report import cli as report_cli
+from ditlab.schema import check_config
 from ditlab.tools import evaluate, export, flops_cli, sample
 
 ENTRY = {
@@ -381,3 +383,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(root, tool, args, names
     assert "Traceback" not in err, err[-2000:]
     assert lines and names in lines[-1], err[-2000:]
     assert _tree(root) == before
+
+
+GOOD = [  # every command's own defaults, every recipe and the group options whose values differ most
+    ("train", []),
+    *[
+        ("train", [f"experiment={p.stem}", "++data.root=x"])
+        for p in sorted(Path(CONFIG_DIR, "experiment").glob("*.yaml"))
+    ],
+    *[("train", [f"trainer={t}"]) for t in ("gpu", "ddp", "fsdp", "ddp_cpu")],
+    *[("train", [f"eval={e}"]) for e in ("inception", "adm", "none")],
+    ("train", ["objective=flow", "data=latents", "data.cache_dir=x", "encoder=sd_vae"]),
+    ("sample", ["ckpt=x"]),
+    ("sample", ["official=x", "encoder=sd_vae", "sampler=ddpm"]),
+    ("flops", []),
+    ("flops", ["model=XL"]),
+    ("extract", ["cache_dir=x", "data.root=y"]),
+    ("export", ["ckpt=x", "out=y"]),
+    ("evaluate", ["samples=x", "ref=y"]),
+]
+
+
+@pytest.mark.parametrize("config,overrides", GOOD, ids=[f"{c}:{' '.join(o)}" for c, o in GOOD])
+def test_the_shipped_configs_pass_the_schema(config, overrides):
+    check_config(config, compose(config, overrides))  # a rule stricter than a shipped value would refuse it
