@@ -259,6 +259,12 @@ CASES = [
     (E, ["{files}/good.npz", *EVAL, "write_ref={files}/plain.txt/r.npz"], "plain.txt"),
     (E, ["{files}/good.npz", *EVAL, "progress=maybe"], "progress"),
     (E, ["{files}/good.npz", *EVAL, "bogus=1"], "bogus"),
+    # ditlab-eval, samples= spelling: refused the same way
+    (E, ["samples={files}/objects.npz", *EVAL], "objects.npz"),
+    (E, ["samples={files}/empty.npz", *EVAL], "empty.npz"),
+    (E, ["samples={files}/labels_out.npz", *EVAL], "labels_out.npz"),
+    (E, ["samples={files}/no_labels.npz", *EVAL], "no_labels.npz"),
+    (E, ["samples={files}/good.npz", *EVAL, "eval.batch_size=abc"], "eval.batch_size"),
     # ditlab-classify
     (C, ["{files}/missing.npz"], "missing.npz"),
     (C, ["{files}/objects.npz"], "objects.npz"),
