@@ -77,6 +77,10 @@ NOT_RUN = [
     (r"slurm|^srun\b|#SBATCH", "needs a SLURM cluster"),
     (r"<[^>]+>|(^|\s)\.\.\.(\s|$)", "a placeholder to fill in (parse-checked only)"),
     (r"hydra\.searchpath", "uses the config folder its page writes (tests/test_extension.py runs the same)"),
+    (
+        r"warmup_cosine.*warmup_steps=\d{2,}",
+        "its warm-up is longer than the shortened run (tests/test_optim.py runs one)",
+    ),
     (r"compute\.budget_gflops", "a compute-matched sweep (~1,000 steps a job; tests/test_compute_matching.py)"),
     (r"/tmp/", "writes outside the test's folder"),
     (r"^make\b", "make installs ditlab and runs the suites; CI runs the targets itself"),
