@@ -58,4 +58,6 @@ class EarlyStopping(LightningEarlyStopping):
             log.info("early stopping at step %d (%s): %s", trainer.global_step, self.monitor, reason)
 
     def _evaluated_at(self, step: int) -> bool:
-        return any(c.history and c.history[-1]["step"] == step for c in self._evaluators)
+        # An evaluation that computed the watched metric (a val_loss-only one between them did not).
+        key = self.monitor.removeprefix(EVAL_PREFIX)
+        return any(c.history and c.history[-1]["step"] == step and key in c.history[-1] for c in self._evaluators)

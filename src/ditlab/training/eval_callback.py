@@ -34,6 +34,7 @@ from ditlab.inputs import check_npz
 from ditlab.metrics.extractors import build_extractor
 from ditlab.metrics.reference import read_reference
 from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_names, import_eval_modules, suite_options
+from ditlab.metrics.val_loss import VAL_LOSS, ValidationLoss, val_loss_options
 from ditlab.progress import bar as progress_bar
 from ditlab.samplers.generate import SampleRecipe, generate
 from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
@@ -62,10 +63,13 @@ def build_eval_callback(
     """The callback for ``cfg.eval``, or None when no metric is configured or nothing would run."""
     ec = cfg.eval
     names = list(ec.metrics or [])
-    if not names or (not ec.final and not ec.every_n_steps):
+    loss_every = val_loss_options(ec)["every_n_steps"] if VAL_LOSS in names else None
+    if not names or (not ec.final and not ec.every_n_steps and not loss_every):
         return None
     import_eval_modules(ec)
-    check_metric_names(names)
+    sampled = [n for n in names if n != VAL_LOSS]  # val_loss needs no samples (ditlab.metrics.val_loss)
+    if sampled:
+        check_metric_names(sampled)
     for key in ("num_samples", "batch_size"):
         if int(ec[key]) <= 0:
             raise DitlabError(f"eval.{key} must be positive, got {ec[key]}")
@@ -79,7 +83,7 @@ def build_eval_callback(
         raise DitlabError(f"eval.reference={ec.reference} not found; point it at an ADM-layout .npz or set it to null")
     if ec.get("reference"):  # object arrays, no images, damaged: one line now, not after the run has started
         check_npz(ec.reference, "eval.reference")
-    kernel = [n for n in names if METRICS.get(n).kind == "kernel"]
+    kernel = [n for n in sampled if METRICS.get(n).kind == "kernel"]
     if kernel and int(ec.kid_subset_size) > int(ec.num_samples):
         raise DitlabError(
             f"eval.kid_subset_size={ec.kid_subset_size} exceeds eval.num_samples={ec.num_samples} ({kernel[0]}); lower it"
@@ -93,7 +97,13 @@ class EvalCallback(L.Callback):
     def __init__(self, eval_cfg: DictConfig, *, data: Any, sampler: Any, objective: Any, run_dir: Path, cache_dir: str):
         self.cfg = eval_cfg
         self.names = list(eval_cfg.metrics)
+        self.sampled_names = [n for n in self.names if n != VAL_LOSS]
         self.every = int(eval_cfg.every_n_steps)
+        self.val_loss: ValidationLoss | None = None  # the objective's loss on fixed inputs (no sampling)
+        self.loss_every = 0  # also compute val_loss alone every this many steps (eval.val_loss.every_n_steps)
+        if VAL_LOSS in self.names:
+            opts = val_loss_options(eval_cfg)
+            self.val_loss, self.loss_every = ValidationLoss(opts, data, objective), int(opts["every_n_steps"] or 0)
         self.at_steps: set[int] = set()  # also evaluate at these steps (compute.eval_every_gflops)
         self.data, self.sampler, self.objective = data, sampler, objective
         self.run_dir = Path(run_dir)
@@ -112,11 +122,12 @@ class EvalCallback(L.Callback):
         self.final_samples: tuple[np.ndarray, np.ndarray] | None = None
         self.reference: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self._last_step = -1
+        self._last_step = -1  # of the last full evaluation
+        self._last_loss_step = -1  # of the last val_loss-only one
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.suite is not None:
+        if self.suite is not None or not self.sampled_names:
             return
         if len(self.chunks) < trainer.world_size:
             raise DitlabError(
@@ -148,13 +159,13 @@ class EvalCallback(L.Callback):
 
     def _build_suite(self, device: torch.device) -> None:
         ec = self.cfg
-        needed = sorted({METRICS.get(n).extractor for n in self.names})
+        needed = sorted({METRICS.get(n).extractor for n in self.sampled_names})
         self.extractors = {n: build_extractor(n, data=self.data, eval_cfg=ec, cache_dir=self.cache_dir) for n in needed}
-        if "digits_accuracy" in self.names and self.data.num_classes <= 0:
+        if "digits_accuracy" in self.sampled_names and self.data.num_classes <= 0:
             raise DitlabError(
                 "digits_accuracy needs class-conditional data (num_classes > 0); drop it from eval.metrics"
             )
-        self.suite = MetricSuite(self.names, self.extractors, suite_options(ec)).to(device)
+        self.suite = MetricSuite(self.sampled_names, self.extractors, suite_options(ec)).to(device)
 
     # ------------------------------------------------------------------ when
     def on_train_batch_end(
@@ -164,12 +175,14 @@ class EvalCallback(L.Callback):
         # optimizer_step), and Lightning runs ModelCheckpoint's hook after this one, so a checkpoint
         # that monitors eval/<metric> at this step is ranked by the value just computed.
         step = trainer.global_step
-        if step == 0 or step == self._last_step:
+        if step == 0 or step in (self._last_step, self._last_loss_step):
             return
         last = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         due = (self.every and step % self.every == 0) or step in self.at_steps
         if due or (last and self.cfg.final):
             self.evaluate(trainer, pl_module, final=last, log_to=pl_module)
+        elif self.loss_every and step % self.loss_every == 0:  # val_loss alone, between the evaluations
+            self.evaluate(trainer, pl_module, final=False, log_to=pl_module, loss_only=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Training stopped before max_steps (max_epochs, early stopping): evaluate what there is.
@@ -205,14 +218,58 @@ class EvalCallback(L.Callback):
         final: bool,
         device: torch.device | None = None,
         log_to: L.LightningModule | None = None,
+        loss_only: bool = False,
     ) -> dict[str, Any]:
-        """Sample the fixed set, compute every metric (one extractor pass per network), record and log.
-        With ``log_to``, the values also enter Lightning's ``callback_metrics`` (``pl_module.log``),
-        where ModelCheckpoint(monitor=...), EarlyStopping and the progress bar read them."""
+        """Sample the fixed set, compute every metric (one extractor pass per network), record and log;
+        ``loss_only``: val_loss alone (no sampling). With ``log_to``, the values also enter Lightning's
+        ``callback_metrics`` (``pl_module.log``), where ModelCheckpoint(monitor=...), EarlyStopping and
+        the progress bar read them."""
         step, rank, world = int(trainer.global_step), trainer.global_rank, trainer.world_size
-        self._last_step = step
+        if loss_only:
+            self._last_loss_step = step
+        else:
+            self._last_step = step
         t0 = time.time()
         device = device or pl_module.device
+        row: dict[str, Any] = {
+            "step": step,
+            "images_seen": step * int(getattr(pl_module, "images_per_step", 0)),
+            "final": final,
+        }
+        sampled, grid = {}, []
+        if self.sampled_names and not loss_only:
+            sampled, grid = self._sample_and_score(trainer, pl_module, final, device)
+        loss = self.val_loss.compute(pl_module.ema, pl_module.encoder, device) if self.val_loss else None
+        row["seconds"] = round(time.time() - t0, 2)
+        if sampled:
+            row.update(samples_per_process=sampled.pop("samples_per_process"), **sampled.pop("values"))
+        if loss is not None:
+            row[VAL_LOSS] = loss[VAL_LOSS]
+            row["val_loss_strata"] = loss["val_loss_strata"]
+            row["val_loss_recipe"] = {**self.val_loss.describe(), "seconds": loss["seconds"]}
+        if sampled:
+            row["recipe"] = self.recipe(trainer, pl_module, sampled["nfe"])
+        scalars = self._scalars(row)
+        if world > 1:  # every process logs the same numbers (sample counts and times differ per rank)
+            scalars = trainer.strategy.broadcast(scalars, src=0)
+        if log_to is not None:
+            # On every rank (a monitored key logged on rank 0 only hangs DDP), not reduced: the values
+            # are already global. logger=False: the loggers get them below, at this exact step.
+            first = f"eval/{self.names[0]}"
+            for key, value in scalars.items():
+                log_to.log(
+                    key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first
+                )
+        if rank == 0:
+            self._record(trainer, row, scalars, grid)
+        self.history.append(row)
+        return row
+
+    def _sample_and_score(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, final: bool, device: torch.device
+    ) -> tuple[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]]:
+        """Every process draws its chunks of the fixed set; the suite's (collective) values."""
+        rank, world, step = trainer.global_rank, trainer.world_size, int(trainer.global_step)
         encoder = pl_module.encoder
         latent_shape = encoder.latent_shape(self.data.channels, self.data.resolution)
         grid: list[tuple[np.ndarray, np.ndarray]] = []
@@ -254,30 +311,7 @@ class EvalCallback(L.Callback):
             torch.distributed.all_gather_object(per_process, drawn)
         if keep:
             self._gather_final_samples(kept, world)
-        row = {
-            "step": step,
-            "images_seen": step * int(getattr(pl_module, "images_per_step", 0)),
-            "final": final,
-            "seconds": round(time.time() - t0, 2),
-            "samples_per_process": per_process,
-            **values,
-            "recipe": self.recipe(trainer, pl_module, nfe),
-        }
-        scalars = self._scalars(row)
-        if world > 1:  # every process logs the same numbers (sample counts and times differ per rank)
-            scalars = trainer.strategy.broadcast(scalars, src=0)
-        if log_to is not None:
-            # On every rank (a monitored key logged on rank 0 only hangs DDP), not reduced: the values
-            # are already global. logger=False: the loggers get them below, at this exact step.
-            first = f"eval/{self.names[0]}"
-            for key, value in scalars.items():
-                log_to.log(
-                    key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first
-                )
-        if rank == 0:
-            self._record(trainer, row, scalars, grid)
-        self.history.append(row)
-        return row
+        return {"values": values, "samples_per_process": per_process, "nfe": nfe}, grid
 
     def _gather_final_samples(self, kept: list[tuple[int, np.ndarray, np.ndarray]], world: int) -> None:
         """Rank 0 gets the whole final set, in chunk order (the same set whatever the process count)."""
@@ -293,6 +327,8 @@ class EvalCallback(L.Callback):
 
     def _scalars(self, row: dict[str, Any]) -> dict[str, float]:
         scalars = {f"eval/{k}": float(v) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
+        if "recipe" not in row:  # val_loss alone: no samples were drawn
+            return {**scalars, "eval/seconds": float(row["seconds"])}
         scalars.update(
             {
                 "eval/nfe": float(row["recipe"]["nfe"]),
@@ -330,8 +366,10 @@ class EvalCallback(L.Callback):
         return {
             "metrics": values,
             "metrics_step": last["step"],
-            "metrics_recipe": last["recipe"],
-            "metrics_lower_is_better": {n: METRICS.get(n).lower_is_better for n in self.names},
+            "metrics_recipe": last.get("recipe"),
+            "metrics_lower_is_better": {
+                n: True if n == VAL_LOSS else METRICS.get(n).lower_is_better for n in self.names
+            },
             "eval_history": f"{EVAL_DIR}/{HISTORY_FILE}",
         }
 
@@ -360,9 +398,8 @@ class EvalCallback(L.Callback):
             elif image is not None and hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
                 logger.experiment.add_image("eval/samples", image, row["step"], dataformats="HWC")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-        log.info(
-            "eval at step %d (%d samples, EMA, nfe %d): %s", row["step"], len(self.labels), row["recipe"]["nfe"], shown
-        )
+        drawn = f"{len(self.labels)} samples, EMA, nfe {row['recipe']['nfe']}" if "recipe" in row else "EMA, no samples"
+        log.info("eval at step %d (%s): %s", row["step"], drawn, shown)
 
     def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> np.ndarray | None:
         """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
