@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full test-cluster lint format bench gpu-check clean
+.PHONY: help install train test test-full test-slow test-cluster lint format bench gpu-check clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test: install lint  ## lint, then run the test suite (slow tests excluded)
 
 test-full: install  ## run every test, slow ones included (not the Slurm cluster tests)
 	$(BIN)/python -m pytest -m "not cluster" $(ARGS)
+
+test-slow: install  ## only the slow end-to-end tests (what test-full adds to test; CI runs it after make test)
+	$(BIN)/python -m pytest -m "slow and not cluster" $(ARGS)
 
 # Root: installs Debian's slurm + munge packages if missing and adds "127.0.0.1 n1 n2" to /etc/hosts.
 test-cluster: install  ## as root: start a throwaway 2-node Slurm cluster, run the tests marked cluster, stop it
