@@ -20,7 +20,7 @@ from conftest import compose_train
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES
 from ditlab.objectives.ddpm import DDPMObjective
-from ditlab.training.run_lock import LOCK_FILE
+from ditlab.runs.run_lock import LOCK_FILE
 from ditlab.training.train import train
 
 TESTS = Path(__file__).resolve().parent
@@ -180,7 +180,7 @@ def test_without_flock_a_live_pid_is_refused_and_a_stale_lock_taken_over_only_on
     tests/test_run_transaction.py)."""
     import errno
 
-    from ditlab.training import run_lock
+    from ditlab.runs import run_lock
 
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -207,7 +207,7 @@ def test_without_flock_a_live_pid_is_refused_and_a_stale_lock_taken_over_only_on
 
 
 def test_two_launches_at_once_one_is_refused(tmp_path):
-    from ditlab.training.run_lock import RunLock
+    from ditlab.runs.run_lock import RunLock
 
     with RunLock(tmp_path):
         with pytest.raises(DitlabError, match="in use by a live run"):
@@ -379,9 +379,9 @@ def test_a_checkpoint_config_imports_nothing_and_resolves_nothing(small_run, tmp
 @pytest.mark.parametrize(
     "content,message",
     [
-        ({"images": "u8"}, "has no arr_0 or arr_1"),
+        ({"images": "u8"}, r"has no arr_0 \(it holds images\)"),
         ({"arr_0": "u8", "arr_1": "short"}, r"arr_1 must hold one integer label per image \(4\)"),
-        ({"arr_0": "float", "arr_1": "labels"}, "arr_0 holds float32 images; expected uint8"),
+        ({"arr_0": "float", "arr_1": "labels"}, r"arr_0 must hold uint8 images \(N, H, W, 1\), got float32"),
         ("text", "is not a readable .npz archive"),
     ],
 )
@@ -402,7 +402,7 @@ def test_classify_refuses_bad_sample_files_in_one_line(tmp_path, capsys, content
     else:
         np.savez(path, **{k: arrays[v] for k, v in content.items()})
     with pytest.raises(SystemExit) as info:
-        main([str(path), "--cache-dir", str(tmp_path / "cache")])
+        main([f"samples={path}", f"cache_dir={tmp_path / 'cache'}"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err

@@ -12,6 +12,7 @@ import io
 import os
 import pickletools
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,10 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             return f["arr_0"], (f["arr_1"] if "arr_1" in f.files else None)
     except DitlabError:
         raise
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise python_objects(path, " (object arrays)", "save plain arrays (uint8 arr_0, int arr_1)") from None
+    except ValueError as e:  # np.load says "allow_pickle" for object arrays and for any file it cannot place
+        if "allow_pickle" in str(e) and (zipfile.is_zipfile(path) or is_pickle(path)):
+            what = " (object arrays)" if zipfile.is_zipfile(path) else " (a pickle)"
+            raise python_objects(path, what, "save plain arrays (uint8 arr_0, int arr_1)") from None
         raise _unreadable(path, e) from None
     except Exception as e:  # noqa: BLE001 - not a zip, truncated: one line
         raise _unreadable(path, e) from None
@@ -137,8 +139,6 @@ def _unreadable(path: Path, e: Exception) -> DitlabError:
 def check_npz(path: str | Path, option: str) -> None:
     """An ``.npz`` that ``np.load(allow_pickle=False)`` reads, with no object arrays and a non-empty
     ``arr_0`` if it has one; only the array headers are read (a 50K-image reference stays on disk)."""
-    import zipfile
-
     path = Path(str(path))
     if not path.is_file():
         raise DitlabError(f"{option}={path}: no such file; pass an .npz archive")
