@@ -11,7 +11,7 @@ from test_eval_callback import EVAL
 from ditlab.build import build_data, build_model
 from ditlab.errors import DitlabError
 from ditlab.models.accounting import describe_model
-from ditlab.sweep.compute import compute_steps, plan_compute
+from ditlab.training.compute import compute_steps, plan_compute
 from ditlab.training.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

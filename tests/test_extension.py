@@ -2,7 +2,7 @@
 
 Each case is what a user writes (docs/extending.md shows the same examples): a module in their own
 folder that registers the part, and a YAML option in their own config folder naming it (``name:``)
-and its module (``module:``, or ``path_module:`` for a flow path). The test adds the folder with
+and its module (``module:``; a flow path's inside ``objective.path``). The test adds the folder with
 ``hydra.searchpath``, composes the real ``train`` config with the user's option, trains a few
 steps and samples, and checks that the part was really used.
 
@@ -185,9 +185,7 @@ PATH = Part(
         defaults:
           - flow
           - _self_
-        path: ext_power
-        path_module: ext_path
-        path_options: {power: 3.0}
+        path: {name: ext_power, module: ext_path, power: 3.0}
     """),
     check=check_flow_path,
 )

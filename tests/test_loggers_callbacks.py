@@ -95,7 +95,7 @@ def test_several_loggers_plugins_and_early_stopping_in_one_run(tmp_path, monkeyp
 
 
 def test_curves_show_the_loss_and_every_eval_metric(tmp_path):
-    from ditlab.report.curves import write_curves
+    from ditlab.training.curves import write_curves
 
     (tmp_path / "metrics.csv").write_text("step,train/loss,train/mse\n0,1.5,1.0\n1,,\n2,0.9,0.7\n")
     (tmp_path / "eval").mkdir()

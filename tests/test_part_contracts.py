@@ -64,11 +64,47 @@ def test_flow_paths_are_registry_entries_with_options():
     assert "path_options" not in FlowObjective().describe()  # unchanged for the built-in defaults
     with pytest.raises(
         DitlabError,
-        match=r"unknown flow path 'nope'; set objective.path to one of gvp, linear, vp, "
+        match=r"unknown flow path 'nope'; registered: gvp, linear, vp\. Choose one with objective.path=<name>, "
         r"or register your own .* objective.path_module",
     ):
         build_path("nope")
-    with pytest.raises(DitlabError, match="bad objective.path_options for flow path 'linear'"):
+    with pytest.raises(DitlabError, match=r"bad options for flow path 'linear' \(objective.path_options\)"):
         build_path("linear", options={"power": 2})
     with pytest.raises(DitlabError, match=r"cannot import plugin module 'no_such' \(set by objective.path_module\)"):
         build_path("linear", module="no_such")
+
+
+def test_a_flow_path_is_named_as_every_other_part():
+    # objective.path: {name:, module:, options}: the convention of every group; the older path_module /
+    # path_options spelling builds the same path and records the same summary.
+    from ditlab.objectives.paths import VPPath, build_path
+
+    vp = build_path({"name": "VP", "sigma_max": 10.0})
+    assert isinstance(vp, VPPath) and vp.sigma_max == 10.0 and vp.name == "vp"
+    new = FlowObjective(path={"name": "vp", "sigma_max": 10.0}).describe()
+    assert new == FlowObjective(path="vp", path_options={"sigma_max": 10.0}).describe()
+    with pytest.raises(DitlabError, match=r"bad options for flow path 'vp' \(objective.path.\*\)"):
+        build_path({"name": "vp", "power": 2})
+    with pytest.raises(DitlabError, match=r"cannot import plugin module 'no_such' \(set by objective.path.module\)"):
+        build_path({"name": "vp", "module": "no_such"})
+    with pytest.raises(DitlabError, match="drop objective.path_module/path_options"):
+        build_path({"name": "vp"}, options={"sigma_max": 10.0})
+
+
+def test_every_part_is_built_by_one_function_with_one_error_line():
+    from ditlab.registry import Registry
+
+    parts: Registry = Registry("widget", "widget")
+
+    @parts.register("w")
+    class Widget:
+        def __init__(self, model, size=1):
+            self.model, self.size = model, size
+
+    w = parts.build({"name": "w", "size": 3}, model="m")  # the user's options + ditlab's context
+    assert (w.model, w.size) == ("m", 3)
+    assert parts.build("w", "m").size == 1  # a bare name, context passed positionally
+    with pytest.raises(DitlabError, match=r"^bad options for widget 'w' \(widget\.\*\): .*colour"):
+        parts.build({"name": "w", "colour": "red"}, model="m")
+    with pytest.raises(DitlabError, match=r"unknown widget 'v'; registered: w\. .* widget.module$"):
+        parts.build("v")

@@ -34,7 +34,7 @@ def test_curves_have_y_labels_and_a_single_evaluation_is_a_level_line(tmp_path, 
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from ditlab.report.curves import write_curves
+    from ditlab.training.curves import write_curves
 
     (tmp_path / "eval").mkdir()
     (tmp_path / "metrics.csv").write_text("step,train/loss\n100,1.0\n200,0.8\n300,0.5\n")

@@ -7,7 +7,7 @@ import yaml
 from conftest import FAST
 
 from ditlab.errors import DitlabError
-from ditlab.metrics import digits_classifier
+from ditlab.nets import digits as digits_net
 from ditlab.tools.sampler_study import run_study
 
 TRAIN = [o for o in FAST if not o.startswith(("final_samples", "sampler."))] + [
@@ -21,8 +21,8 @@ TRAIN = [o for o in FAST if not o.startswith(("final_samples", "sampler."))] + [
 def test_study_trains_once_samples_each_sampler_and_writes_table_and_plot(tmp_path, monkeypatch):
     # A fresh classifier cache, trained for one epoch instead of 40: the real metric code, in seconds.
     monkeypatch.setenv("DITLAB_CACHE", str(tmp_path / "cache"))
-    real_train = digits_classifier.train_digits_classifier
-    monkeypatch.setattr(digits_classifier, "train_digits_classifier", lambda res: real_train(res, epochs=1))
+    real_train = digits_net.train_digits_classifier
+    monkeypatch.setattr(digits_net, "train_digits_classifier", lambda res: real_train(res, epochs=1))
     study = {
         "objectives": ["ddpm", "flow"],
         "train_overrides": TRAIN,

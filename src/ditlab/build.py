@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ditlab.errors import DitlabError
 from ditlab.models.dit import DiT, model_kwargs  # model_kwargs: with the model it configures
-from ditlab.registry import Registry, split_name
+from ditlab.registry import split_name
 
 if TYPE_CHECKING:
     from ditlab.data import ImageDataModule
@@ -32,37 +32,28 @@ __all__ = [
 ]
 
 
-def _construct(registry: Registry, cfg: Any) -> Any:
-    name, module, kwargs = split_name(cfg)
-    cls = registry.get(name, module)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise DitlabError(f"bad options for {registry.kind} '{name}' ({registry.group}.*): {e}") from None
-
-
 def build_data(cfg: DictConfig) -> ImageDataModule:
     from ditlab.data import DATASETS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
 
-    return _construct(DATASETS, cfg)
+    return DATASETS.build(cfg)
 
 
 def build_encoder(cfg: DictConfig) -> LatentEncoder:
     from ditlab.encoders import ENCODERS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
 
-    return _construct(ENCODERS, cfg)
+    return ENCODERS.build(cfg)
 
 
 def build_objective(cfg: DictConfig) -> Objective:
     from ditlab.objectives import OBJECTIVES  # lazy: ditlab-flops needs build_model only, not Lightning & co.
 
-    return _construct(OBJECTIVES, cfg)
+    return OBJECTIVES.build(cfg)
 
 
 def build_sampler(cfg: DictConfig) -> Sampler:
     from ditlab.samplers import SAMPLERS  # lazy: ditlab-flops needs build_model only, not Lightning & co.
 
-    return _construct(SAMPLERS, cfg)
+    return SAMPLERS.build(cfg)
 
 
 def build_optimizer(cfg: DictConfig) -> Callable[..., Any]:
@@ -73,10 +64,10 @@ def build_optimizer(cfg: DictConfig) -> Callable[..., Any]:
     name, module, kwargs = split_name(cfg)
     kwargs.pop("lr", None)
     factory = OPTIMIZERS.get(name, module)
-    try:
-        inspect.signature(factory).bind([], lr=0.0, **kwargs)  # now: a bad option is one line before any work
+    try:  # built later (it needs the parameters); its options are checked now, before any work
+        inspect.signature(factory).bind([], lr=0.0, **kwargs)
     except TypeError as e:
-        raise DitlabError(f"bad options for optimizer '{name}' (optim.*): {e}") from None
+        raise OPTIMIZERS.bad_options(name, e) from None
     return functools.partial(factory, **kwargs)
 
 
@@ -86,7 +77,7 @@ def build_lr_schedule(cfg: DictConfig | None) -> Schedule | None:
         return None
     from ditlab.optim import SCHEDULES  # lazy, as the other parts
 
-    return _construct(SCHEDULES, cfg)
+    return SCHEDULES.build(cfg)
 
 
 def build_model(

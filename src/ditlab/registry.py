@@ -1,7 +1,8 @@
-"""Name -> class registries for the swappable parts (blocks, objectives, samplers, encoders, data).
+"""Name -> class registries for the swappable parts (blocks, objectives, samplers, encoders, data, ...).
 
 A config group file names its entry with ``name:``; every other key is passed to the class
-constructor. A user plugs in their own part without editing ditlab:
+constructor. :meth:`Registry.build` is the one way a part is made: look-up, construction, and the one
+line for a bad option. A user plugs in their own part without editing ditlab:
 
     # my_blocks.py
     from ditlab.models.blocks import BLOCKS
@@ -46,15 +47,48 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def get(self, name: str, module: str | None = None) -> T:
+    def get(self, name: str, module: str | None = None, *, module_at: str | None = None) -> T:
+        """The entry ``name``, after importing the user's ``module`` (the option that set it: ``module_at``)."""
+        module_at = module_at or f"{self.group}.module"
         if module:
-            import_plugin(module, f"{self.group}.module")
+            import_plugin(module, module_at)
         if name not in self._entries:
             raise DitlabError(
                 f"unknown {self.kind} '{name}'; registered: {', '.join(self.names())}. "
-                f"Choose one with {self.group}=<name>, or register your own and name its module in {self.group}.module"
+                f"Choose one with {self.group}=<name>, or register your own and name its module in {module_at}"
             )
         return self._entries[name]
+
+    def build(
+        self,
+        cfg: Any,
+        *args: Any,
+        module: str | None = None,
+        module_at: str | None = None,
+        options_at: str | None = None,
+        **context: Any,
+    ) -> Any:
+        """Look up and construct one part.
+
+        ``cfg`` is a group config (``name:``, optional ``module:``, every other key a constructor option)
+        or a bare name (then ``module`` names the user's module). ``args`` and ``context`` are what ditlab
+        passes besides the user's options: the model, the data, the block's width. A constructor that
+        refuses the options is one line naming ``options_at`` (default ``<group>.*``).
+        """
+        if isinstance(cfg, str):
+            name, options = cfg, {}
+        else:
+            name, cfg_module, options = split_name(cfg)
+            module = module or cfg_module
+        factory: Any = self.get(name, module, module_at=module_at)
+        try:
+            return factory(*args, **options, **context)
+        except TypeError as e:
+            raise self.bad_options(name, e, options_at) from None
+
+    def bad_options(self, name: str, error: Exception, options_at: str | None = None) -> DitlabError:
+        """The one line for options a part's constructor refused."""
+        return DitlabError(f"bad options for {self.kind} '{name}' ({options_at or self.group + '.*'}): {error}")
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -46,16 +46,6 @@ class NoAux(AuxLoss):
 
 def build_aux(cfg: Any, model: nn.Module, data: Any, encoder: Any) -> AuxLoss:
     """The ``aux`` group's loss for this model and data (``None``/missing group: no auxiliary loss)."""
-    from ditlab.errors import DitlabError
-    from ditlab.registry import split_name
-
-    if cfg is None:
+    if cfg is None or cfg.get("name") == "none":
         return NoAux()
-    name, module, kwargs = split_name(cfg)
-    cls = AUX_LOSSES.get(name, module)
-    if cls is NoAux:
-        return NoAux()
-    try:
-        return cls(model=model, data=data, latent_encoder=encoder, **kwargs)
-    except TypeError as e:
-        raise DitlabError(f"bad options for auxiliary loss '{name}' (aux.*): {e}") from None
+    return AUX_LOSSES.build(cfg, model=model, data=data, latent_encoder=encoder)

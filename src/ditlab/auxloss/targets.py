@@ -5,7 +5,7 @@
   patch tokens ``forward_features(x)["x_norm_patchtokens"]``; inputs ImageNet-normalised, resized to 224.
 * ``timm:<model>``: ``timm.create_model(<model>, pretrained=True, num_classes=0)``; targets are
   ``forward_features(x)`` without the prefix (class/register) tokens.
-* ``digits``: the CNN ditlab trains once on the bundled digits (:mod:`ditlab.metrics.digits_classifier`);
+* ``digits``: the CNN ditlab trains once on the bundled digits (:mod:`ditlab.nets.digits`);
   targets are its last convolutional feature map (64 channels at half the image side), runs offline.
 * ``python:<module>:<factory>``: any frozen ``nn.Module`` a function returns (called with no arguments).
 
@@ -135,7 +135,7 @@ def build_target(
             module, lambda m, x: _drop_prefix(m.forward_features(x), prefix), spec, resolution, preprocess, 3
         )
     if spec == "digits":
-        from ditlab.metrics.digits_classifier import load_digits_classifier
+        from ditlab.nets.digits import load_digits_classifier
 
         net, _ = load_digits_classifier(data_resolution, cache_dir)
         trunk = net.body[:6]  # conv stack up to the last ReLU before pooling: (N, 64, R/2, R/2)

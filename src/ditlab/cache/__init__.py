@@ -1,1 +1,2 @@
-"""Latent caches: ``ditlab-extract`` writes them (:mod:`ditlab.cache.extract`), ``data=latents`` reads them."""
+"""``ditlab-extract``: the run that writes a latent cache (:mod:`ditlab.cache.extract`); the cache's
+file layout, which ``data=latents`` reads, is :mod:`ditlab.latent_cache`."""

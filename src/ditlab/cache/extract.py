@@ -4,7 +4,7 @@ Work is split by shard: process ``rank`` of ``world_size`` encodes shards ``rank
 world_size, ...``, so processes never write the same file. Finished shards are kept, so rerunning
 the same command after an interruption resumes; the process that finds every shard present marks
 the manifest complete. Each batch is encoded together with its flip (one forward pass of 2B images).
-With ``aux=repa`` the REPA encoder's features of the same 2B images are stored too (:mod:`ditlab.cache.features`);
+With ``aux=repa`` the REPA encoder's features of the same 2B images are stored too (:mod:`ditlab.latent_cache.features`);
 rerun on a finished cache, it adds them without encoding the latents again.
 """
 
@@ -26,11 +26,11 @@ from ditlab import progress
 from ditlab.atomic import remove_temporaries
 from ditlab.auxloss.targets import FrozenTarget, build_target, target_identity
 from ditlab.build import build_data, build_encoder
-from ditlab.cache import features as feats
-from ditlab.cache import manifest as mf
-from ditlab.cache.shards import shard_meta, write_shard
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError
+from ditlab.latent_cache import features as feats
+from ditlab.latent_cache import manifest as mf
+from ditlab.latent_cache.shards import shard_meta, write_shard
 
 log = logging.getLogger("ditlab")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

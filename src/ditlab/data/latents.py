@@ -1,4 +1,4 @@
-"""A latent cache made by ``ditlab-extract`` (layout in :mod:`ditlab.cache.manifest`).
+"""A latent cache made by ``ditlab-extract`` (layout in :mod:`ditlab.latent_cache.manifest`).
 
 Batches hold cached posteriors, not images; :meth:`adapt_encoder` checks the cache against the
 run's encoder and returns the encoder that turns them into latents (a posterior sample and the
@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ditlab.cache.features import training_check
-from ditlab.cache.manifest import MANIFEST, encoder_differences, read_manifest
-from ditlab.cache.shards import LatentCacheDataset, shard_meta
+from ditlab.latent_cache.features import training_check
+from ditlab.latent_cache.manifest import MANIFEST, encoder_differences, read_manifest
+from ditlab.latent_cache.shards import LatentCacheDataset, shard_meta
 from ditlab.data.base import DATASETS, ImageDataModule
 from ditlab.data.imagefolder import resolve_num_classes
 from ditlab.data.sharding import sharded_train_loader

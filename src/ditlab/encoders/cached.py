@@ -1,6 +1,6 @@
 """The encoder the training loop uses when batches come from a latent cache.
 
-The cache holds each image's unscaled posterior (mean, std) — see ``ditlab.cache``. Batches arrive
+The cache holds each image's unscaled posterior (mean, std) — see ``ditlab.latent_cache``. Batches arrive
 as ``cat([mean, std], dim=1)`` (or the mean alone for a deterministic encoder), and ``encode``
 draws the model-space latent with the real encoder's ``latent_from_posterior``: a fresh posterior
 sample every step, as in DiT's loop, without running the VAE. Decoding and ``describe()`` are the

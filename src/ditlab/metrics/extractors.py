@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError
-from ditlab.metrics.digits_classifier import CACHE_VERSION, load_digits_classifier
+from ditlab.nets.digits import CACHE_VERSION, load_digits_classifier
 from ditlab.registry import Registry
 
 # torch-fidelity's port of the TF Inception-v3 used by every published FID.
@@ -154,7 +154,7 @@ def _build_digits(data: Any, eval_cfg: Any, cache_dir: str | Path) -> Extractor:
 
 
 def build_extractor(name: str, *, data: Any, eval_cfg: Any, cache_dir: str | Path) -> Extractor:
-    return EXTRACTORS.get(name)(data=data, eval_cfg=eval_cfg, cache_dir=cache_dir)
+    return EXTRACTORS.build(name, data=data, eval_cfg=eval_cfg, cache_dir=cache_dir)
 
 
 def _file_digest(path: Path) -> str:

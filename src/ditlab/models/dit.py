@@ -76,7 +76,7 @@ class DiT(nn.Module):
     ):
         super().__init__()
         _validate(input_size, patch_size, hidden_size, num_heads, depth, attn_backend, position)
-        block_cls = BLOCKS.get(block, block_module)
+        block_cls = BLOCKS.get(block, block_module)  # its class attributes; the blocks are built below
         self.in_channels = in_channels
         self.out_channels = out_channels if out_channels is not None else 2 * in_channels
         self.input_size = input_size
@@ -100,8 +100,14 @@ class DiT(nn.Module):
             self.pos_embed = None
         self.blocks = nn.ModuleList(
             [
-                block_cls(
-                    hidden_size, num_heads, mlp_ratio=mlp_ratio, attn_backend=attn_backend, **(block_kwargs or {})
+                BLOCKS.build(
+                    block,
+                    hidden_size,
+                    num_heads,
+                    module=block_module,
+                    mlp_ratio=mlp_ratio,
+                    attn_backend=attn_backend,
+                    **(block_kwargs or {}),
                 )
                 for _ in range(depth)
             ]

@@ -9,6 +9,7 @@ noise or a score. The backbone is not told which; only :meth:`FlowObjective.loss
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ class FlowObjective(Objective):
 
     def __init__(
         self,
-        path: str = "linear",
+        path: str | Mapping = "linear",
         prediction: str = "velocity",
         loss_weight: str | None = None,
         time_sampling: str = "uniform",
@@ -55,7 +56,10 @@ class FlowObjective(Objective):
                 f"unknown loss weight '{loss_weight}'; set objective.loss_weight to null, velocity or likelihood"
             )
         self.path = build_path(path, path_module, path_options)
-        self.path_options = dict(path_options or {})
+        # the path's own options, whichever spelling named them: what summaries record
+        self.path_options = (
+            {k: v for k, v in path.items() if k not in ("name", "module")} if isinstance(path, Mapping) else {}
+        ) or dict(path_options or {})
         self.prediction = prediction
         self.loss_weight = loss_weight
         self.noise_levels = NoiseLevelSampler(time_sampling, logit_normal_mean, logit_normal_std, time_shift)

@@ -6,18 +6,20 @@ already shaped to broadcast against ``x`` (e.g. (N, 1, 1, 1)) and works in ``t``
 probability-flow velocity is v = −drift_mean + drift_var·score.
 
 Paths are registry entries like blocks: ``@PATHS.register("name")`` on a :class:`Path` subclass
-that defines ``alpha`` and ``sigma``, selected with ``objective.path=name``; ``objective.path_module``
-names the user's module to import first, ``objective.path_options`` its constructor arguments.
+that defines ``alpha`` and ``sigma``, selected with ``objective.path=name`` or, as every other part,
+``objective.path: {name: ..., module: ..., <constructor options>}``. The older spelling
+``objective.path_module`` / ``objective.path_options`` still works (deprecated: it predates ``module:``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
 from ditlab.errors import DitlabError
-from ditlab.registry import Registry, import_plugin
+from ditlab.registry import Registry
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 PATHS: Registry[type[Path]] = Registry("flow path", "objective.path")
@@ -132,22 +134,28 @@ class VPPath(Path):
         return -0.5 * beta * x, beta / 2
 
 
-def build_path(name: str, module: str | None = None, options: dict | None = None) -> Path:
-    """The registered path ``name`` (after importing the user's ``module``), built with ``options``."""
-    if module:
-        import_plugin(module, "objective.path_module")
-    key = name.lower()
-    if key not in PATHS:
-        raise DitlabError(
-            f"unknown flow path '{name}'; set objective.path to one of {', '.join(PATHS.names())}, or register "
-            "your own with @PATHS.register and name its module in objective.path_module"
+def build_path(path: str | Mapping, module: str | None = None, options: dict | None = None) -> Path:
+    """The flow path ``path``: a name (with the deprecated ``objective.path_module`` and
+    ``objective.path_options`` as ``module`` and ``options``) or a ``{name:, module:, ...options}`` mapping."""
+    if isinstance(path, Mapping):
+        if module or options:
+            raise DitlabError(
+                "objective.path names its module and options itself; drop objective.path_module/path_options"
+            )
+        path = {**path, "name": str(path.get("name")).lower()}
+        built = PATHS.build(path)
+        key = path["name"]
+    else:
+        key = path.lower()
+        built = PATHS.build(
+            key,
+            module=module,
+            module_at="objective.path_module",
+            options_at="objective.path_options",
+            **(options or {}),
         )
-    try:
-        path = PATHS.get(key)(**(options or {}))
-    except TypeError as e:
-        raise DitlabError(f"bad objective.path_options for flow path '{name}': {e}") from None
-    path.name = path.name or key  # what summaries record
-    return path
+    built.name = built.name or key  # what summaries record
+    return built
 
 
 def expand_t_like_x(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ditlab.errors import DitlabError
-from ditlab.sweep.jobs import FAILURE_FILE
 
+# A failed sweep job's record (written by ditlab.sweep.jobs.record_failure), used instead of summary.json
+# when a finished summary is already there. Named here, with the other files a run folder is read by, so
+# the sweep code imports the report's reader and not the other way round.
+FAILURE_FILE = "failure.json"
 STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
 SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "checkpoints"}
 

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from ditlab.config import in_multirun
 from ditlab.errors import DitlabError
+from ditlab.report.collect import FAILURE_FILE  # the record_failure file, named by its reader
 
 log = logging.getLogger("ditlab")
-FAILURE_FILE = "failure.json"  # used instead of summary.json when a finished summary is already there
 
 
 def run_job(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

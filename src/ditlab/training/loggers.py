@@ -70,8 +70,8 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path, full_cfg: DictConfig) -
             continue
         if "name" not in entry:
             raise DitlabError(f"logger.{key} names neither a registered logger (name:) nor a class (_target_:)")
-        builder = LOGGERS.get(entry.name, entry.get("module"))
-        loggers.append(builder(entry, run_dir, full_cfg))
+        # a builder reads its whole entry (its options and ditlab's), so it gets the entry, not keywords
+        loggers.append(LOGGERS.build(str(entry.name), entry, run_dir, full_cfg, module=entry.get("module")))
     return loggers
 
 

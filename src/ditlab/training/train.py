@@ -37,12 +37,12 @@ from ditlab.build import (
 from ditlab.models.accounting import describe_model
 from ditlab.models.official import load_initial_weights
 from ditlab.provenance import git_commit, package_versions
-from ditlab.report.curves import write_curves
 from ditlab.schema import check_config
-from ditlab.sweep.compute import plan_compute
 from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
 from ditlab.training.checkpoint_io import AtomicCheckpointIO
+from ditlab.training.compute import plan_compute
+from ditlab.training.curves import write_curves
 from ditlab.training.eval_callback import build_eval_callback
 from ditlab.training.eval_checkpoint import monitored_checkpoint
 from ditlab.training.final_samples import save_samples, write_samples

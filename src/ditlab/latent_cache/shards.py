@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from ditlab.atomic import replace_atomically
-from ditlab.cache.manifest import feature_file
+from ditlab.latent_cache.manifest import feature_file
 from ditlab.resumable_loader import item_generator
 
 MAX_OPEN_SHARDS = 64  # per process; least recently used handles are closed beyond this

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ditlab.cache import manifest as mf
-from ditlab.cache.shards import shard_meta
 from ditlab.errors import DitlabError
+from ditlab.latent_cache import manifest as mf
+from ditlab.latent_cache.shards import shard_meta
 
 
 def encode(target: Callable[[torch.Tensor], torch.Tensor], both: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
