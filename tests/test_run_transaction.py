@@ -17,9 +17,9 @@ import torch
 from conftest import compose_train
 from test_runs import assert_same_run, final_state
 
+from ditlab.checkpoints import checkpoint_io
+from ditlab.checkpoints.run_lock import LOCK_FILE, RunLock
 from ditlab.errors import DitlabError
-from ditlab.training import checkpoint_io
-from ditlab.training.run_lock import LOCK_FILE, RunLock
 from ditlab.training.train import train
 
 TESTS = Path(__file__).resolve().parent
@@ -45,7 +45,7 @@ def killed_run(out: Path, step: int, file: str, partial: bool) -> None:
         import torch
         sys.path.insert(0, {str(TESTS)!r})
         from conftest import compose_train
-        from ditlab.training import checkpoint_io
+        from ditlab.checkpoints import checkpoint_io
         from ditlab.training.train import train
         save = checkpoint_io.AtomicCheckpointIO.save_checkpoint
         def save_or_die(self, checkpoint, path, storage_options=None):
@@ -119,7 +119,7 @@ def test_a_damaged_checkpoint_is_skipped_with_one_line(reference, tmp_path, capl
 
 # ----------------------------------------------------------------------------- the lock
 def hold_lock(run: Path) -> subprocess.Popen:
-    code = f"from ditlab.training.run_lock import RunLock; RunLock({str(run)!r}).acquire(); print('held', flush=True); input()"
+    code = f"from ditlab.checkpoints.run_lock import RunLock; RunLock({str(run)!r}).acquire(); print('held', flush=True); input()"
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc

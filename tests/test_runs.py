@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import compose_train
 
+from ditlab.checkpoints.run_lock import LOCK_FILE
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES
 from ditlab.objectives.ddpm import DDPMObjective
-from ditlab.training.run_lock import LOCK_FILE
 from ditlab.training.train import train
 
 TESTS = Path(__file__).resolve().parent
@@ -180,7 +180,7 @@ def test_without_flock_a_live_pid_is_refused_and_a_stale_lock_taken_over_only_on
     tests/test_run_transaction.py)."""
     import errno
 
-    from ditlab.training import run_lock
+    from ditlab.checkpoints import run_lock
 
     def no_flock(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -207,7 +207,7 @@ def test_without_flock_a_live_pid_is_refused_and_a_stale_lock_taken_over_only_on
 
 
 def test_two_launches_at_once_one_is_refused(tmp_path):
-    from ditlab.training.run_lock import RunLock
+    from ditlab.checkpoints.run_lock import RunLock
 
     with RunLock(tmp_path):
         with pytest.raises(DitlabError, match="in use by a live run"):

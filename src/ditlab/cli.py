@@ -143,7 +143,7 @@ def _extract(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from ditlab.cache.extract import extract  # lazy for start-up: --help never loads torch
-    from ditlab.training.run_attempt import leave_no_log_on_error
+    from ditlab.checkpoints.run_attempt import leave_no_log_on_error
 
     # Hydra opened <cache_dir>/logs/extract_rank*.log before any check: a refused call takes it back.
     with leave_no_log_on_error(Path(HydraConfig.get().runtime.output_dir)):

@@ -10,7 +10,7 @@ the overrides does not matter, and ``model=tiny`` spelled out names the default 
 Left out of the hash: the keys the readable part already names (``${seed}``, ``${model.name}``, ...)
 and :data:`RUN_SETTINGS`, which say how long, where and how visibly a run trains, what it logs,
 evaluates and samples, and how this attempt starts; a resume may change them too
-(training/resume.py), so a resume that extends ``trainer.max_steps`` finds its run.
+(checkpoints/resume.py), so a resume that extends ``trainer.max_steps`` finds its run.
 
 Imports nothing from ditlab but the error type: ``ditlab.config`` registers the resolver.
 """

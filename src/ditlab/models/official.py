@@ -9,33 +9,37 @@ a shape-checked ``load_state_dict``. Three file formats are understood:
 * a **ditlab checkpoint** (``runs/<run>/checkpoints/*.ckpt``): ``model.`` / ``ema.`` prefixed
   weights plus the run's config, from which the architecture (any block) is rebuilt.
 
-Every file is read with ``torch.load(weights_only=True)``. The official ``train.py`` pickles its
-``argparse.Namespace`` next to the weights; that one class (a plain attribute bag) is allowlisted.
+Every file is read by :func:`ditlab.checkpoints.checkpoint_file.read_checkpoint` (``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# Reading and checking checkpoint files lives with the rest of the checkpoint code (ditlab/checkpoints/);
+# these names stay importable from here, where ditlab-sample and users' scripts have found them.
+from ditlab.checkpoints.checkpoint_file import StateDict as StateDict
+from ditlab.checkpoints.checkpoint_file import check_weights as check_weights
+from ditlab.checkpoints.checkpoint_file import extract_state_dict as extract_state_dict
+from ditlab.checkpoints.checkpoint_file import is_ditlab_checkpoint as is_ditlab_checkpoint
+from ditlab.checkpoints.checkpoint_file import load_initial_weights as load_initial_weights
+from ditlab.checkpoints.checkpoint_file import load_weights as load_weights
+from ditlab.checkpoints.checkpoint_file import read_checkpoint as read_checkpoint
+from ditlab.checkpoints.stored_config import stored_config
 from ditlab.config import CONFIG_DIR, compose
 from ditlab.errors import DitlabError
-from ditlab.inputs import is_pickle, python_objects, refused_global, refuses_objects
 from ditlab.models.dit import DiT, model_kwargs, model_tag
 from ditlab.models.layers import get_2d_sincos_pos_embed
-from ditlab.stored_config import stored_config
 
 log = logging.getLogger("ditlab")
 
-StateDict = Mapping[str, torch.Tensor]
 _NAME = re.compile(r"^DiT-(?P<size>[A-Za-z0-9_]+)[/-](?P<patch>\d+)$")  # DiT-XL/2 or DiT-XL-2
 
 
@@ -63,7 +67,7 @@ def from_official(
         use_ema: take the ``ema`` weights of a training/ditlab checkpoint (else ``model``).
         in_channels, learn_sigma: latent channels; learned Σ doubles the output channels.
         plugins: modules a ditlab checkpoint's config may name for its block (a checkpoint never
-            chooses code to import by itself; see :mod:`ditlab.stored_config`).
+            chooses code to import by itself; see :mod:`ditlab.checkpoints.stored_config`).
         **model_overrides: any other :class:`DiT` argument, e.g. ``depth=2, hidden_size=64`` for a
             non-preset model, or ``attn_backend="math"``.
 
@@ -102,108 +106,6 @@ def from_official(
         model.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
     model.load_state_dict(dict(state_dict), strict="pos_embed" in state_dict)
     return model.eval()
-
-
-def load_weights(model: DiT, state_dict: StateDict, source: str, target: str = "the model") -> None:
-    """:func:`check_weights`, then a strict ``load_state_dict`` (a missing ``pos_embed`` keeps the model's)."""
-    check_weights(model, state_dict, source, target)
-    model.load_state_dict(dict(state_dict), strict="pos_embed" in state_dict)
-
-
-def check_weights(model: DiT, state_dict: StateDict, source: str, target: str = "the model") -> None:
-    """Raise DitlabError unless ``state_dict`` has exactly the model's keys and shapes.
-
-    Names the first key (in the model's order) that is missing or has another shape, with both
-    shapes, or the first key the model does not have. ``pos_embed`` may be missing: it is the fixed
-    sin-cos table, which some converted checkpoints leave out.
-    """
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state_dict:
-            if key == "pos_embed":
-                continue
-            raise DitlabError(f"{source} does not fit {target}: key '{key}' is missing from it")
-        got = tuple(state_dict[key].shape)
-        if got != tuple(tensor.shape):
-            raise DitlabError(
-                f"{source} does not fit {target}: first mismatching key '{key}' has shape {got} in the "
-                f"checkpoint but {tuple(tensor.shape)} in the model; use the size, patch, input size and "
-                "number of classes the checkpoint was trained with"
-            )
-    extra = [k for k in state_dict if k not in expected]
-    if extra:
-        raise DitlabError(f"{source} does not fit {target}: it has key '{extra[0]}' that the model lacks")
-
-
-def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
-    """A path is loaded with ``weights_only=True`` (``argparse.Namespace`` allowlisted); a dict passes through."""
-    if isinstance(state_dict_or_path, Mapping):
-        return state_dict_or_path
-    path = Path(state_dict_or_path).expanduser()
-    if not path.is_file():
-        raise DitlabError(f"checkpoint file not found: {path}")
-    if is_pickle(path):  # a bare pickle is code to run, not a damaged checkpoint
-        raise python_objects(path, " (a bare pickle)", "use a checkpoint saved with torch.save")
-    if not _looks_like_torch_file(path):
-        raise DitlabError(_unreadable(path, "not a torch.save file"))
-    try:
-        # DiT's train.py stores its argparse Namespace under "args"; allow exactly that class.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read becomes one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not refuses_objects(e):  # damaged bytes, not a refused class
-            raise DitlabError(_unreadable(path, first[:120])) from None
-        raise DitlabError(
-            f"{path} holds Python objects ({refused_global(e)}) that weights-only loading will not run; ditlab loads "
-            "only tensors (plus the argparse.Namespace that DiT's train.py pickles). If you trust the file, re-save "
-            "just the weights: "
-            f"torch.save(torch.load('{path}', weights_only=False)['ema'], 'weights.pt')"
-        ) from None
-    if not isinstance(obj, Mapping):
-        raise DitlabError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
-    return obj
-
-
-# torch.save writes a zip archive; files from torch < 1.6 start with this pickled magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-
-
-def _looks_like_torch_file(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_MAGIC))
-    return head == _LEGACY_MAGIC or zipfile.is_zipfile(path)
-
-
-def _unreadable(path: Path, why: str) -> str:
-    return (
-        f"{path} is not a readable PyTorch checkpoint ({why}): the file is damaged, truncated or of another "
-        "format; use another checkpoint (e.g. an earlier checkpoints/step*.ckpt of the run)"
-    )
-
-
-def is_ditlab_checkpoint(ckpt: Mapping[str, Any]) -> bool:
-    return isinstance(ckpt.get("state_dict"), Mapping) and "ditlab" in ckpt
-
-
-def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = True, source: str = "checkpoint") -> dict:
-    """The DiT weights of any supported format, official key names (no prefixes)."""
-    if isinstance(ckpt.get("state_dict"), Mapping):  # Lightning: "model."/"ema." prefixed module state
-        inner = ckpt["state_dict"]
-        for prefix in ("ema.", "model.") if use_ema else ("model.",):
-            sd = {k[len(prefix) :]: v for k, v in inner.items() if k.startswith(prefix)}
-            if sd:
-                return sd
-        raise DitlabError(f"{source} is a Lightning checkpoint without 'model.'/'ema.' weights")
-    for key in ("ema", "model") if use_ema else ("model",):
-        if isinstance(ckpt.get(key), Mapping):
-            return dict(ckpt[key])
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt)
-    raise DitlabError(
-        f"{source} is neither a DiT state dict nor a checkpoint with 'model'/'ema' weights "
-        f"(top-level keys: {', '.join(list(map(str, ckpt))[:8])})"
-    )
 
 
 def model_from_ditlab_checkpoint(
@@ -259,12 +161,3 @@ def model_preset(size: str) -> dict[str, Any]:
 
 def _describe(obj: Any) -> str:
     return "the given state dict" if isinstance(obj, Mapping) else str(obj)
-
-
-def load_initial_weights(model: DiT, path: str | Path, use_ema: bool = True) -> None:
-    """Fine-tuning (``init_from=path``): copy an official/training/ditlab checkpoint's weights into ``model``."""
-    source = f"init_from={path}"
-    if not Path(path).expanduser().is_file():
-        raise DitlabError(f"{source}: file not found; set init_from to a DiT state dict or checkpoint file")
-    ckpt = read_checkpoint(path)
-    load_weights(model, extract_state_dict(ckpt, use_ema=use_ema, source=source), source=source)

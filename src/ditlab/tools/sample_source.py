@@ -17,12 +17,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab.build import build_encoder, build_objective
+from ditlab.checkpoints.checkpoint_file import is_ditlab_checkpoint, read_checkpoint
+from ditlab.checkpoints.stored_config import stored_config
 from ditlab.encoders.base import LatentEncoder
 from ditlab.errors import DitlabError
-from ditlab.models.official import from_official, is_ditlab_checkpoint, read_checkpoint
+from ditlab.models.official import from_official
 from ditlab.objectives.base import Objective
 from ditlab.objectives.ddpm import DDPMObjective
-from ditlab.stored_config import stored_config
 
 # The official DiT sample scripts: ancestral DDPM on the "250" respaced chain.
 OFFICIAL_SAMPLER = {"name": "ddpm", "steps": 250, "clip_denoised": False}
@@ -54,7 +55,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_ditlab(
     path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None, plugins: tuple[str, ...] = ()
 ) -> SampleSource:
-    """``plugins``: modules the checkpoint's config may name (the user's word; see ditlab.stored_config)."""
+    """``plugins``: modules the checkpoint's config may name (the user's word; see ditlab.checkpoints.stored_config)."""
     if weights not in WEIGHTS:
         raise DitlabError(f"weights must be one of {WEIGHTS}, got '{weights}'")
     ckpt_path = resolve_checkpoint(path)

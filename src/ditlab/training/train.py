@@ -34,13 +34,16 @@ from ditlab.build import (
     build_optimizer,
     build_sampler,
 )
+from ditlab.checkpoints import run_dir as rd
+from ditlab.checkpoints.checkpoint_file import load_initial_weights
+from ditlab.checkpoints.checkpoint_io import AtomicCheckpointIO
+from ditlab.checkpoints.resume import ResumePlan, check_fits, plan_resume, record_resume
+from ditlab.checkpoints.run_attempt import RunAttempt, run_attempt
+from ditlab.checkpoints.step_checkpoint import StepCheckpoint
 from ditlab.models.accounting import describe_model
-from ditlab.models.official import load_initial_weights
 from ditlab.provenance import git_commit, package_versions
 from ditlab.schema import check_config
-from ditlab.training import run_dir as rd
 from ditlab.training.callbacks import build_callbacks
-from ditlab.training.checkpoint_io import AtomicCheckpointIO
 from ditlab.training.compute import plan_compute
 from ditlab.training.curves import write_curves
 from ditlab.training.eval_callback import build_eval_callback
@@ -50,9 +53,6 @@ from ditlab.training.loggers import build_loggers
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
 from ditlab.training.quiet import quiet_run
-from ditlab.training.resume import ResumePlan, check_fits, plan_resume, record_resume
-from ditlab.training.run_attempt import RunAttempt, run_attempt
-from ditlab.training.step_checkpoint import StepCheckpoint
 from ditlab.training.throughput import TrainingThroughput
 from ditlab.training.wandb_logger import publish_summary
 
@@ -99,7 +99,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     rank_zero = _global_rank() == 0
     run_dir = Path(cfg.paths.output_dir).resolve()
     # 1. the run directory belongs to this process group until the end; a launch that fails before
-    # training starts leaves it as it was (training/run_attempt.py)
+    # training starts leaves it as it was (checkpoints/run_attempt.py)
     with run_attempt(run_dir, takeover=bool(cfg.get("takeover_lock")), rank_zero=rank_zero) as attempt:
         run = build_run(cfg, [*(callbacks or []), attempt])  # 2. validate everything and build every part
         if rank_zero:

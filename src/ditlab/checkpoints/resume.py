@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ditlab.checkpoints.checkpoint_file import check_weights, extract_state_dict, read_checkpoint
+from ditlab.checkpoints.stored_config import modules_named, stored_config
 from ditlab.errors import DitlabError
 from ditlab.run_names import RUN_SETTINGS
-from ditlab.stored_config import modules_named, stored_config
 
 RESUME_LOG = "resumes.jsonl"
 # Options a resume may change: the run settings that do not name a run (how long and on what
@@ -47,8 +48,6 @@ class ResumePlan:
 
 def plan_resume(cfg: DictConfig, ckpt_path: Path, checkpoint: Mapping[str, Any] | None = None) -> ResumePlan:
     """``checkpoint``: the file's contents when the caller has already read and checked them."""
-    from ditlab.models.official import read_checkpoint
-
     ckpt = checkpoint if checkpoint is not None else read_checkpoint(ckpt_path)
     source = f"ckpt_path={ckpt_path}"
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
@@ -77,8 +76,6 @@ def plan_resume(cfg: DictConfig, ckpt_path: Path, checkpoint: Mapping[str, Any] 
     merged = OmegaConf.merge(stored, _only_new(new, old))  # keys this ditlab has and the run's config lacks
     for key, after in applied.items():
         OmegaConf.update(merged, key, after, merge=False, force_add=True)
-    from ditlab.models.official import extract_state_dict
-
     weights = extract_state_dict(ckpt, use_ema=False, source=source)
     return ResumePlan(ckpt_path, merged, int(ckpt.get("global_step", 0)), changes, weights)
 
@@ -88,8 +85,6 @@ RESUMABLE_PREFIXES = tuple(f"{k}." for k in RESUMABLE)
 
 def check_fits(plan: ResumePlan, model: torch.nn.Module) -> None:
     """The checkpoint's weights have the shapes of the model built from the run's config."""
-    from ditlab.models.official import check_weights
-
     weights, plan.weights = plan.weights, None  # Lightning reads the file again to restore everything
     if weights is not None:
         check_weights(model, weights, f"ckpt_path={plan.ckpt_path}")

@@ -1,12 +1,12 @@
 """The run directory: what a run writes, how a rerun is refused, how ``ckpt_path=last`` resumes.
 
 ``ckpt_path=last`` / ``auto`` resume from the newest *complete* checkpoint of the run (see
-:func:`ditlab.training.checkpoint_io.newest_complete_checkpoint`); every refusal names that
+:func:`ditlab.checkpoints.checkpoint_io.newest_complete_checkpoint`); every refusal names that
 checkpoint and the exact command to run next.
 
 Layout of ``runs/<run_name>/``::
 
-    run.lock            while a process group runs it (pid, host, start; see training/run_lock.py)
+    run.lock            while a process group runs it (pid, host, start; see checkpoints/run_lock.py)
     config.yaml         resolved config (reproduce: see docs/outputs.md); never rewritten by a resume
     overrides.txt       the command-line overrides of the first attempt
     resumes.jsonl       one line per resume: checkpoint, step, allowed changes, overrides
@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ditlab.checkpoints.checkpoint_io import LAST_CKPT as LAST_CKPT  # re-exported: rd.LAST_CKPT
+from ditlab.checkpoints.checkpoint_io import newest_complete_checkpoint
 from ditlab.errors import DitlabError
-from ditlab.training.checkpoint_io import LAST_CKPT as LAST_CKPT  # re-exported: rd.LAST_CKPT
-from ditlab.training.checkpoint_io import newest_complete_checkpoint
 
 log = logging.getLogger("ditlab")
 CHECKPOINT_DIR = "checkpoints"

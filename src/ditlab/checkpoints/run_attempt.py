@@ -20,8 +20,8 @@ from pathlib import Path
 
 import lightning as L
 
-from ditlab.training.checkpoint_io import remove_orphaned_temporaries
-from ditlab.training.run_lock import LOCK_FILE, RunLock
+from ditlab.checkpoints.checkpoint_io import remove_orphaned_temporaries
+from ditlab.checkpoints.run_lock import LOCK_FILE, RunLock
 
 log = logging.getLogger("ditlab")
 APPEND_ONLY = (".log", ".jsonl")  # files an attempt appends to: cut back to their earlier size

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ditlab.atomic import remove_temporaries, replace_atomically
+from ditlab.checkpoints.checkpoint_file import read_checkpoint
 from ditlab.errors import DitlabError
 
 log = logging.getLogger("ditlab")
@@ -64,8 +65,6 @@ def remove_orphaned_temporaries(folder: Path) -> None:
 
 def checked_checkpoint(path: Path) -> Mapping[str, Any] | None:
     """The checkpoint at ``path`` if it is complete and resumable; else None, after one line saying why."""
-    from ditlab.models.official import read_checkpoint
-
     try:
         ckpt = read_checkpoint(path)
     except DitlabError as e:
