@@ -62,7 +62,7 @@ EXTRAS = set(_pyproject_table("project.optional-dependencies"))
 # The shortened form of every training command (README.md says so, next to its tour).
 SHORTEN = (
     "trainer.max_steps=2 final_samples.num_samples=20 final_samples.batch_size=20 "
-    "eval.num_samples=20 eval.batch_size=20 progress=false"
+    "eval.num_samples=20 eval.batch_size=10 progress=false"
 )
 # Programs the docs may name besides ditlab's own; they are never run by the fast tier.
 EXTERNAL_PROGRAMS = {"pip", "git", "wandb", "torchrun", "srun", "source", "cd", "eval", "export"}
