@@ -135,7 +135,7 @@ def build_target(
             module, lambda m, x: _drop_prefix(m.forward_features(x), prefix), spec, resolution, preprocess, 3
         )
     if spec == "digits":
-        from ditlab.nets.digits import load_digits_classifier
+        from ditlab.nets.digits import load_digits_classifier  # only the digits target trains or loads it
 
         net, _ = load_digits_classifier(data_resolution, cache_dir)
         trunk = net.body[:6]  # conv stack up to the last ReLU before pooling: (N, 64, R/2, R/2)
@@ -173,7 +173,7 @@ def _hub_dinov2(name: str) -> nn.Module:
 
 def _timm(name: str) -> nn.Module:
     try:
-        import timm
+        import timm  # optional: only timm: targets need it
     except ImportError:
         raise DitlabError("aux.encoder=timm:... needs the timm package (pip install timm)") from None
     try:

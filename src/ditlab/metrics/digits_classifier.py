@@ -79,7 +79,7 @@ class DigitsFeatureExtractor(nn.Module):
 
 def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str | Path) -> float:
     """Fréchet distance between two uint8 (N, R, R, 1) digit sets in the classifier's feature space."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.fid import FrechetInceptionDistance  # only the digits Fréchet distance needs it
 
     net, _ = load_digits_classifier(fake.shape[1], cache_dir)
     metric = FrechetInceptionDistance(feature=DigitsFeatureExtractor(net), normalize=False)
@@ -92,7 +92,7 @@ def digits_frechet_distance(fake: np.ndarray, real: np.ndarray, cache_dir: str |
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
+    import argparse  # the command line only
 
     from ditlab.key_value_args import parse_key_values  # with argparse: the command line only
 

@@ -72,7 +72,7 @@ class _InceptionOutputs(nn.Module):
 def inception_extractor(weights_path: str | None, antialias: bool) -> Extractor:
     """torch-fidelity's Inception-v3 via torchmetrics: pool (2048), spatial (2023), logits (1008)."""
     try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torchmetrics.image.fid import NoTrainInceptionV3  # only when the Inception weights are used
     except ModuleNotFoundError as e:  # torch-fidelity missing
         raise DitlabError(
             f"fid/sfid/kid/is/precision/recall need torch-fidelity ({e}); pip install torch-fidelity"

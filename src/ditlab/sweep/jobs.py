@@ -93,7 +93,7 @@ def check_sweep_strategy(cfg: DictConfig) -> None:
 
 
 def _lost_peer(cfg: DictConfig, error: Exception, multirun: bool) -> DitlabError | None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy for start-up: cli.py imports this module; torch only on a failure
 
     from ditlab.training.peer_failure import lost_peer_error
 

@@ -59,7 +59,7 @@ def write_curves(run_dir: Path, images_per_step: int) -> list[str]:
     import matplotlib  # lazy for start-up: only the end of a run draws
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional (ditlab[report]), and slow to import
     from matplotlib.ticker import EngFormatter, MaxNLocator
 
     cols = min(3, len(series))

@@ -30,7 +30,7 @@ LOGGERS: Registry[LoggerBuilder] = Registry("logger", "logger")
 
 @LOGGERS.register("csv")
 def csv_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger  # lazy: only the loggers selected are loaded
 
     # One version folder per attempt so a resume never deletes the earlier attempt's CSV; the
     # attempts are merged into <run>/metrics.csv at the end.
@@ -40,7 +40,7 @@ def csv_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
 @LOGGERS.register("tensorboard")
 def tensorboard_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
     require("tensorboard", "logger=tensorboard")
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger  # lazy: tensorboard is optional
 
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard")
 
@@ -48,14 +48,14 @@ def tensorboard_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> 
 @LOGGERS.register("wandb")
 def wandb_logger(cfg: DictConfig, run_dir: Path, full_cfg: DictConfig) -> Any:
     require("wandb", "logger=wandb")
-    from ditlab.training.wandb_logger import build_wandb_logger
+    from ditlab.training.wandb_logger import build_wandb_logger  # lazy: wandb is optional
 
     return build_wandb_logger(cfg, run_dir, full_cfg)
 
 
 def build_loggers(cfg: DictConfig | None, run_dir: Path, full_cfg: DictConfig) -> list[Any]:
     """Every logger selected in the ``logger`` group, in the order they were composed."""
-    from hydra.errors import InstantiationException
+    from hydra.errors import InstantiationException  # lazy: only _target_ entries need Hydra's instantiate
     from hydra.utils import instantiate
 
     loggers = []
