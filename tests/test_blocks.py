@@ -245,7 +245,7 @@ def test_a_plugin_block_module_trains_from_the_cli(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     records = json.loads(res.stdout)
-    assert len(records) == 12 and {r["block"] for r in records} == {"adaln_zero_dropout"}
+    assert len(records) == 12 and {r["block"] for r in records} == {"adaln_zero_dropout+p=0.2"}  # its options label it
     assert records[-1]["name"] == "DiT-XL/2" and records[-1]["gflops"] == pytest.approx(118.621421568, abs=1e-6)
 
 
