@@ -143,6 +143,7 @@ CASES = [
     (T, ["divergence.max_loss=abc"], "divergence.max_loss"),
     (T, ["trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar"),
     (T, ["overwrite=maybe"], "overwrite"),
+    (T, ["-m", "seed=1,2", "--cfg", "job"], "--cfg and --multirun"),  # Hydra: one mode per command
     (T, ["trainer.accumulate_grad_batches=abc"], "trainer.accumulate_grad_batches"),
     # ditlab-train: values Lightning, torch or the data pipeline reject late
     (T, ["trainer.precision=bogus"], "trainer.precision"),

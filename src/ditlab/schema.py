@@ -302,12 +302,33 @@ def _show(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+# Hydra's mutually exclusive command-line modes, by every spelling it accepts.
+HYDRA_MODES = {
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+    "-r": "--run",
+    "--run": "--run",
+}
+
+
 def check_command_line(config_name: str, argv: Sequence[str]) -> None:
     """Compose ``argv`` as the tool's ``@hydra.main`` will and check it, before Hydra creates any folder
     or log file: a bad override is one line and leaves nothing behind. Commands with Hydra flags
     (``-m``, ``--cfg job``, ``--help``) are left to Hydra; the tool's task checks those configs."""
     from ditlab.config import compose
 
+    modes = {HYDRA_MODES[a] for a in argv if a in HYDRA_MODES}
+    if len(modes) > 1:  # Hydra's ValueError would be a traceback
+        raise DitlabError(
+            f"{' and '.join(sorted(modes))} cannot be combined: Hydra runs one mode per command "
+            "(e.g. drop -m to print a sweep job's config with --cfg job)"
+        )
     if any(a.startswith("-") for a in argv):
         return
     try:
