@@ -99,6 +99,11 @@ def from_official(
     check_weights(
         model, state_dict, source, f"{model_tag(size, patch_size)} (input_size={input_size}, num_classes={num_classes})"
     )
+    return _materialize(model, state_dict)
+
+
+def _materialize(model: DiT, state_dict: StateDict) -> DiT:
+    """The meta-device ``model`` on the CPU with the checked weights (returned in eval mode)."""
     # Every tensor comes from the file (no random init to pay for on XL); pos_embed is the fixed table.
     model = model.to_empty(device="cpu")
     if "pos_embed" not in state_dict:

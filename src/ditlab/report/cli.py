@@ -50,37 +50,10 @@ def build_report(
     budget: float | None = None,
     law_metric: str | None = None,
 ) -> dict[str, Any]:
-    if not root.is_dir():
-        raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
-    check_writable(out, "out")  # before reading the runs: a read-only or misplaced out is found first
-    runs = [r for r in collect_runs(root) if not _inside(r.path, out)]
-    if not runs:
-        raise DitlabError(f"no runs under {root} (looked for summary.json, config.yaml, checkpoints/)")
-    left_out: list[str] = []
-    if at_step is not None:
-        runs, left = as_of_step(runs, at_step)
-        left_out = [r.name for r in left]
-        if not runs:
-            raise DitlabError(
-                f"--at-step {at_step}: no run has an evaluation at step {at_step} (eval/metrics.jsonl); "
-                "pick a step at which the runs were evaluated"
-            )
+    runs, left_out = _runs_to_report(root, out, at_step)
     metrics = available_metrics(runs)
-    if metric is not None and metric not in metrics:
-        raise DitlabError(f"--metric {metric} is in no run's summary; available: {', '.join(metrics) or 'none'}")
-    if bootstrap < 0:
-        raise DitlabError(f"--bootstrap {bootstrap}: give a number of resamples (0: no intervals)")
-    metric = metric or (metrics[0] if metrics else None)
-    plots = (
-        {
-            "gflops": f"gflops_vs_{metric}.png",
-            "compute": f"compute_vs_{metric}.png",
-            "frontier": f"frontier_{metric}.png",
-            "hours": f"hours_vs_{metric}.png",
-        }
-        if metric
-        else {}
-    )
+    metric = _chosen_metric(metric, metrics, bootstrap)
+    plots = _plot_names(metric)
     joint = prepare_joint(runs, metric, budget, law_metric)  # the joint law and --budget: refused before writing
     targets = [out / name for name in (*OUTPUTS, *plots.values(), plot_name(joint)) if name]
     existing = [str(p) for p in targets if p.exists()]
@@ -108,25 +81,70 @@ def build_report(
         "status": {s: sum(r.status == s for r in runs) for s in ("finished", "failed", "unfinished")},
     }
     if study is not None:
-        x, y, _ = points(runs, "gflops", metric)
-        result["spearman_gflops"] = spearman(x, y)
-        result["study"] = study.as_dict()
-        title = f"{experiment_name(root, runs)}: {metric} ({'lower' if study.lower_is_better else 'higher'} is better)"
-        result["plots"] = {}
-        for key, draw in (
-            ("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
-            ("compute", lambda p: fit_plot(runs, study, "compute", p, title)),
-            ("frontier", lambda p: frontier_plot(runs, study, p, title)),
-            ("hours", lambda p: hours_plot(runs, metric, p, title)),
-        ):  # quality per GPU-hour
-            if draw(out / plots[key]):
-                result["plots"][key] = plots[key]
+        result.update(_study_results(root, runs, study, metric, out, plots))
     if joint is not None:
         law_title = f"{experiment_name(root, runs)}: joint law of {joint['metric']}"
         result["joint_law"] = write_joint(joint, runs, out, law_title)
     (out / "scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "report.md").write_text(markdown(root, runs, rows, metrics, result, study) + joint_markdown(joint))
     return result
+
+
+def _runs_to_report(root: Path, out: Path, at_step: int | None) -> tuple[list[Any], list[str]]:
+    """The runs under ``root`` (outside ``out``), as of ``at_step`` if given, and the names that step left out."""
+    if not root.is_dir():
+        raise DitlabError(f"{root} is not a directory; pass a sweep folder (runs/multirun/<time>) or runs/")
+    check_writable(out, "out")  # before reading the runs: a read-only or misplaced out is found first
+    runs = [r for r in collect_runs(root) if not _inside(r.path, out)]
+    if not runs:
+        raise DitlabError(f"no runs under {root} (looked for summary.json, config.yaml, checkpoints/)")
+    if at_step is None:
+        return runs, []
+    runs, left = as_of_step(runs, at_step)
+    if not runs:
+        raise DitlabError(
+            f"--at-step {at_step}: no run has an evaluation at step {at_step} (eval/metrics.jsonl); "
+            "pick a step at which the runs were evaluated"
+        )
+    return runs, [r.name for r in left]
+
+
+def _chosen_metric(metric: str | None, metrics: list[str], bootstrap: int) -> str | None:
+    """``--metric`` checked against the runs' summaries (default: the first they have)."""
+    if metric is not None and metric not in metrics:
+        raise DitlabError(f"--metric {metric} is in no run's summary; available: {', '.join(metrics) or 'none'}")
+    if bootstrap < 0:
+        raise DitlabError(f"--bootstrap {bootstrap}: give a number of resamples (0: no intervals)")
+    return metric or (metrics[0] if metrics else None)
+
+
+def _plot_names(metric: str | None) -> dict[str, str]:
+    if not metric:
+        return {}
+    return {
+        "gflops": f"gflops_vs_{metric}.png",
+        "compute": f"compute_vs_{metric}.png",
+        "frontier": f"frontier_{metric}.png",
+        "hours": f"hours_vs_{metric}.png",
+    }
+
+
+def _study_results(
+    root: Path, runs: list[Any], study: Any, metric: str, out: Path, plots: dict[str, str]
+) -> dict[str, Any]:
+    """The scaling study's entries of ``scaling.json``; draws its plots into ``out``."""
+    x, y, _ = points(runs, "gflops", metric)
+    title = f"{experiment_name(root, runs)}: {metric} ({'lower' if study.lower_is_better else 'higher'} is better)"
+    drawn = {}
+    for key, draw in (
+        ("gflops", lambda p: fit_plot(runs, study, "gflops", p, title)),
+        ("compute", lambda p: fit_plot(runs, study, "compute", p, title)),
+        ("frontier", lambda p: frontier_plot(runs, study, p, title)),
+        ("hours", lambda p: hours_plot(runs, metric, p, title)),
+    ):  # quality per GPU-hour
+        if draw(out / plots[key]):
+            drawn[key] = plots[key]
+    return {"spearman_gflops": spearman(x, y), "study": study.as_dict(), "plots": drawn}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -144,7 +162,7 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ditlab-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", help="a sweep folder (runs/multirun/<time>) or any folder of runs")
     parser.add_argument("--metric", help="y-axis metric (default: fid, else fd_digits, else the first found)")
@@ -181,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--law-metric", help="eval metric of the joint law (default: val_loss when logged)")
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parse_key_values(parser, argv, {"sweep": "dir"})  # sweep=DIR metric=X (or the old DIR --metric X)
     root = Path(args.dir)
     with one_line_errors():
@@ -205,36 +228,39 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     if result["metric"]:
-        metric, study = result["metric"], result["study"]
-        rho = result.get("spearman_gflops")
-        print(
-            f"metric: {metric}; Spearman(Gflops, {metric}) = "
-            + (f"{rho['rho']:.3f} (p = {rho['p_value']:.3g}, n = {rho['n']})" if rho else "n/a")
-        )
-        for kind, fit in study["fits"].items():
-            if "refused" in fit:
-                print(f"fit vs {FITS[kind]}: {fit['refused']}")
-                continue
-            law = (f"{fit['e']:.4g} + " if fit["form"] == "irreducible" else "") + power_term(fit["a"], fit["b"])
-            ci = fit["ci"].get("b")
-            print(
-                f"fit vs {FITS[kind]}: {metric} = {law}"
-                + (f", b in [{ci[0]:.3f}, {ci[1]:.3f}] (95%)" if ci else "")
-                + f", n = {fit['n']}"
-                + "".join(f" [{f}]" for f in fit["flags"])
-            )
-        for row in study["predictions"]:
-            errs = ", ".join(
-                f"{k} fit {p['predicted']:.4g} ({100 * p['rel_error']:+.0f}%)" for k, p in row["fit"].items()
-            )
-            print(f"held out {row['model']}: actual {row['actual']:.4g}; {errs}")
-        if study["frontier_owners"]:
-            print(
-                "frontier: "
-                + " -> ".join(
-                    f"{o['model']} (C {o['compute_from']:.3g}-{o['compute_to']:.3g})" for o in study["frontier_owners"]
-                )
-            )
+        _print_study(result)
     for line in joint_console(result.get("joint_law")):
         print(line)
     print(f"report: {Path(result['out']) / 'report.md'}")
+
+
+def _print_study(result: dict[str, Any]) -> None:
+    """The fits, held-out predictions and frontier owners, one line each."""
+    metric, study = result["metric"], result["study"]
+    rho = result.get("spearman_gflops")
+    print(
+        f"metric: {metric}; Spearman(Gflops, {metric}) = "
+        + (f"{rho['rho']:.3f} (p = {rho['p_value']:.3g}, n = {rho['n']})" if rho else "n/a")
+    )
+    for kind, fit in study["fits"].items():
+        if "refused" in fit:
+            print(f"fit vs {FITS[kind]}: {fit['refused']}")
+            continue
+        law = (f"{fit['e']:.4g} + " if fit["form"] == "irreducible" else "") + power_term(fit["a"], fit["b"])
+        ci = fit["ci"].get("b")
+        print(
+            f"fit vs {FITS[kind]}: {metric} = {law}"
+            + (f", b in [{ci[0]:.3f}, {ci[1]:.3f}] (95%)" if ci else "")
+            + f", n = {fit['n']}"
+            + "".join(f" [{f}]" for f in fit["flags"])
+        )
+    for row in study["predictions"]:
+        errs = ", ".join(f"{k} fit {p['predicted']:.4g} ({100 * p['rel_error']:+.0f}%)" for k, p in row["fit"].items())
+        print(f"held out {row['model']}: actual {row['actual']:.4g}; {errs}")
+    if study["frontier_owners"]:
+        print(
+            "frontier: "
+            + " -> ".join(
+                f"{o['model']} (C {o['compute_from']:.3g}-{o['compute_to']:.3g})" for o in study["frontier_owners"]
+            )
+        )

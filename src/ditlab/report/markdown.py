@@ -52,6 +52,13 @@ def markdown(
                 lines += [f"![{key} vs {metric}]({result['plots'][key]})", ""]
     else:
         lines += ["No run has metrics in its summary (train with eval=digits or eval=inception).", ""]
+    lines += runs_section(rows, metrics)
+    return "\n".join(lines) + "\n"
+
+
+def runs_section(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """The table of every run, then the failed and unfinished ones with their errors."""
+    lines: list[str] = []
     cols = [
         "run",
         "status",
@@ -72,7 +79,7 @@ def markdown(
         lines += ["", "## Failed and unfinished runs", ""]
         for r in problems:
             lines.append(f"- `{r['run']}`: **{r['status']}**" + (f" — {r['error']}" if r.get("error") else ""))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def fits_section(study: Study) -> list[str]:

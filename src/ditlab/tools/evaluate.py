@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     from ditlab.metrics.extractors import build_extractor
-    from ditlab.metrics.reference import read_reference, write_reference
+    from ditlab.metrics.reference import read_reference
     from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names, import_eval_modules, suite_options
 
     if OmegaConf.is_missing(cfg, "samples"):
@@ -106,18 +106,25 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         "processes": world,
     }
     if rank == 0:
-        text = json.dumps(result, indent=2)
-        print(text)
-        if cfg.out:
-            Path(cfg.out).write_text(text + "\n")
-        if cfg.write_ref:
-            write_reference(
-                cfg.write_ref,
-                suite.fake_sides(),
-                images=images,
-                info={"source": str(cfg.samples), "extractors": result["extractors"]},
-            )
+        _write_outputs(cfg, result, suite, images)
     return result
+
+
+def _write_outputs(cfg: DictConfig, result: dict[str, Any], suite: Any, images: Any) -> None:
+    """The result on stdout and in ``out=``; with ``write_ref=``, the samples' statistics as a reference."""
+    from ditlab.metrics.reference import write_reference  # lazy, as in _evaluate: --help and bad input stay fast
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if cfg.out:
+        Path(cfg.out).write_text(text + "\n")
+    if cfg.write_ref:
+        write_reference(
+            cfg.write_ref,
+            suite.fake_sides(),
+            images=images,
+            info={"source": str(cfg.samples), "extractors": result["extractors"]},
+        )
 
 
 def digits_reference(suite: Any, extractors: dict[str, Any], side: int, ec: Any, cache_dir: str, device: Any):

@@ -61,17 +61,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"this run uses the '{source.objective.family}' objective"
         )
     transformer = to_diffusers(source.model)  # refuses other blocks and MLP ratios in one line
-    encoder = source.encoder
-    if not isinstance(encoder, VAEEncoder):
-        raise DitlabError(
-            f"this run is in pixel space (encoder={encoder.name}); DiTPipeline decodes latents with a "
-            "VAE, so only runs trained with encoder=sd_vae or encoder=taesd export"
-        )
-    if encoder.shift_factor:
-        raise DitlabError(
-            f"the run's VAE uses shift_factor={encoder.shift_factor}, which DiTPipeline ignores; "
-            "such a run cannot export exactly"
-        )
+    encoder = _exportable_vae(source.encoder)
     sampler = build_sampler(_sampler_config(cfg.get("sampler"), source.default_sampler))
     sampler.check(source.objective)
     scheduler = sampler.build(source.objective)
@@ -83,13 +73,39 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp)
-    record = {
+    record = _record(source, sampler, float(encoder.scaling_factor), out)
+    (tmp / "ditlab_export.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("wrote %s (DiTPipeline: transformer + vae + %s, %d steps)", out, type(scheduler).__name__, sampler.steps)
+    return record
+
+
+def _exportable_vae(encoder: Any) -> VAEEncoder:
+    """The run's encoder if DiTPipeline can decode with it exactly: a VAE with no shift factor."""
+    if not isinstance(encoder, VAEEncoder):
+        raise DitlabError(
+            f"this run is in pixel space (encoder={encoder.name}); DiTPipeline decodes latents with a "
+            "VAE, so only runs trained with encoder=sd_vae or encoder=taesd export"
+        )
+    if encoder.shift_factor:
+        raise DitlabError(
+            f"the run's VAE uses shift_factor={encoder.shift_factor}, which DiTPipeline ignores; "
+            "such a run cannot export exactly"
+        )
+    return encoder
+
+
+def _record(source: Any, sampler: Any, scaling_factor: float, out: Path) -> dict[str, Any]:
+    """What ``ditlab_export.json`` records: the source run, the sampler and how to load the folder."""
+    return {
         "source": source.info,
         "sampler": sampler.describe(),
         "num_inference_steps": sampler.steps,
         "num_classes": source.num_classes,
         "latent_shape": list(source.latent_shape),
-        "vae_scaling_factor": float(encoder.scaling_factor),
+        "vae_scaling_factor": scaling_factor,
         "usage": (
             "import ditlab.models.diffusers_transformer  # registers the transformer class the folder names\n"
             f"DiTPipeline.from_pretrained('{out}')(class_labels=[...], num_inference_steps={sampler.steps}, "
@@ -105,12 +121,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             "give the same images: the same operations in the same order, bit for bit.",
         ],
     }
-    (tmp / "ditlab_export.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    log.info("wrote %s (DiTPipeline: transformer + vae + %s, %d steps)", out, type(scheduler).__name__, sampler.steps)
-    return record
 
 
 def _check_pipeline_runs_it_alike(scheduler) -> None:

@@ -53,6 +53,40 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     sampler.check(source.objective)
     labels = choose_labels(cfg.labels, source.num_classes, int(cfg.num_samples))
     guidance = OmegaConf.to_container(cfg.guidance, resolve=True)
+    out_dir, paths = _output_paths(cfg, source, sampler, chosen_sampler)
+    device = resolve_device(str(cfg.device))
+    model = source.model.to(device)
+    source.encoder.to(device)
+    t0 = time.time()
+    nfe, image_shape = _write_samples(cfg, model, source, sampler, labels, guidance, device, paths)
+    recipe = SampleRecipe(
+        sampler=sampler.describe(),
+        guidance=guidance,
+        encoder=source.encoder.describe(),
+        num_samples=len(labels),
+        seed=int(cfg.seed),
+        nfe=nfe,
+        weights=source.info.get("weights", "ema"),
+        extra={
+            "precision": cfg.precision,
+            "batch_size": int(cfg.batch_size),
+            "labels": "class_balanced" if cfg.labels is None else list(cfg.labels),
+            "device": str(device),
+            **{k: v for k, v in source.info.items() if k != "weights"},
+            "image_shape": image_shape,
+            "outputs": {k: str(p) for k, p in paths.items()},
+            "sample_seconds": round(time.time() - t0, 2),
+        },
+    ).as_dict()
+    paths["recipe"].write_text(json.dumps(recipe, indent=2) + "\n")
+    log.info("wrote %s (%d samples, %d NFE each)", out_dir, len(labels), nfe)
+    return recipe
+
+
+def _output_paths(
+    cfg: DictConfig, source: SampleSource, sampler: Any, chosen_sampler: Any
+) -> tuple[Path, dict[str, Path]]:
+    """The output folder and files, checked before sampling (a read-only or occupied folder is refused now)."""
     out_dir = (
         Path(cfg.out)
         if cfg.out
@@ -64,11 +98,21 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not cfg.overwrite:
         raise DitlabError(f"{existing[0]} already exists; choose another out=... or pass overwrite=true to replace it")
-    device = resolve_device(str(cfg.device))
-    model = source.model.to(device)
-    source.encoder.to(device)
+    return out_dir, paths
 
-    t0 = time.time()
+
+def _write_samples(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    source: SampleSource,
+    sampler: Any,
+    labels: torch.Tensor,
+    guidance: Any,
+    device: torch.device,
+    paths: dict[str, Path],
+) -> tuple[int, list[int] | None]:
+    """Sample every label into ``samples.npz`` and the grid; returns the NFE per sample and the image shape."""
+    out_dir = paths["npz"].parent
     writer, nfe, image_shape = None, 0, None
     try:
         with autocast(cfg.precision, device):
@@ -104,28 +148,7 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
         if writer is not None:
             writer.discard()
         raise
-    recipe = SampleRecipe(
-        sampler=sampler.describe(),
-        guidance=guidance,
-        encoder=source.encoder.describe(),
-        num_samples=len(labels),
-        seed=int(cfg.seed),
-        nfe=nfe,
-        weights=source.info.get("weights", "ema"),
-        extra={
-            "precision": cfg.precision,
-            "batch_size": int(cfg.batch_size),
-            "labels": "class_balanced" if cfg.labels is None else list(cfg.labels),
-            "device": str(device),
-            **{k: v for k, v in source.info.items() if k != "weights"},
-            "image_shape": image_shape,
-            "outputs": {k: str(p) for k, p in paths.items()},
-            "sample_seconds": round(time.time() - t0, 2),
-        },
-    ).as_dict()
-    paths["recipe"].write_text(json.dumps(recipe, indent=2) + "\n")
-    log.info("wrote %s (%d samples, %d NFE each)", out_dir, len(labels), nfe)
-    return recipe
+    return nfe, image_shape
 
 
 def load_source(cfg: DictConfig) -> SampleSource:

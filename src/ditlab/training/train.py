@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -56,6 +56,16 @@ from ditlab.training.quiet import quiet_run
 from ditlab.training.throughput import TrainingThroughput
 from ditlab.training.wandb_logger import publish_summary
 
+if TYPE_CHECKING:  # types of the Run fields only
+    from ditlab.auxloss.base import AuxLoss
+    from ditlab.data.base import ImageDataModule
+    from ditlab.encoders.base import LatentEncoder
+    from ditlab.models.dit import DiT
+    from ditlab.objectives.base import Objective
+    from ditlab.samplers.base import Sampler
+    from ditlab.training.compute import ComputePlan
+    from ditlab.training.eval_callback import EvalCallback
+
 log = logging.getLogger("ditlab")
 
 
@@ -66,16 +76,16 @@ class Run:
     cfg: DictConfig
     run_dir: Path
     resume: ResumePlan | None
-    data: Any
-    encoder: Any
-    objective: Any
-    sampler: Any
-    evaluator: Any
-    best: Any  # checkpoint of the best evaluation (checkpoint.monitor) or None
-    aux: Any
+    data: ImageDataModule
+    encoder: LatentEncoder
+    objective: Objective
+    sampler: Sampler
+    evaluator: EvalCallback | None
+    best: L.Callback | None  # checkpoint of the best evaluation (checkpoint.monitor)
+    aux: AuxLoss
     module: DiffusionModule
     stats: dict[str, Any]
-    plan: Any  # compute.* plan (compute-matched sweeps) or None
+    plan: ComputePlan | None  # compute.* plan (compute-matched sweeps)
     callbacks: list[L.Callback]  # extra callbacks from the caller (benchmarks time steps with one)
 
 
@@ -137,50 +147,9 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
     best = monitored_checkpoint(cfg, evaluator, run_dir / rd.CHECKPOINT_DIR)
     if evaluator is not None:  # the final evaluation's images can serve as samples.npz (one sampling pass)
         evaluator.keep_final_samples = bool(cfg.eval.final) and bool(cfg.final_samples.get("reuse_eval", True))
-    model = build_model_for(cfg, data, encoder, objective)
-    if resume is not None:
-        check_fits(resume, model)
-    elif cfg.get("init_from"):  # fine-tuning: the model and its EMA start from these weights
-        load_initial_weights(model, cfg.init_from)
-    stats = describe_model(cfg.model, cfg.block, model)
-    aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
-    stats.update({f"aux_{k}": round(v, 6) for k, v in aux.cost().items()})  # training-only, not in gflops
-    log.info(
-        "%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"]
-    )
-
-    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
-    # compute.*: steps / evaluations / checkpoints placed by training compute (compute-matched sweeps)
-    plan = plan_compute(
-        cfg.get("compute"), stats["gflops"], data.batch_size * accumulate, int(cfg.trainer.max_steps), stats["model"]
-    )
-    if plan is not None:
-        cfg.trainer.max_steps = plan.max_steps  # before config.yaml is written: a resume replans the same
-        if evaluator is not None and plan.eval_steps:
-            evaluator.every, evaluator.at_steps = 0, set(plan.eval_steps)
-    meta = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "model_stats": stats,
-        "objective": objective.describe(),
-        "encoder": encoder.describe(),
-        "data": data.describe(),
-    }
-    module = DiffusionModule(
-        model,
-        objective,
-        encoder,
-        lr=float(cfg.optim.lr),
-        optimizer=build_optimizer(cfg.optim),
-        lr_schedule=build_lr_schedule(cfg.get("lr_schedule")),  # after the compute plan: it may set max_steps
-        ema_decay=cfg.ema.decay,
-        images_per_step=data.batch_size * accumulate,
-        meta=meta,
-        aux=aux,
-        seed=int(cfg.seed),
-        max_loss=float(cfg.divergence.max_loss),
-    )
-    if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
-        module.model.compile()
+    model, stats, aux = _build_model(cfg, data, encoder, objective, resume)
+    plan = _plan_compute(cfg, data, stats, evaluator)
+    module = _build_module(cfg, model, data, encoder, objective, stats, aux)  # after the plan: it sets max_steps
     return Run(
         cfg,
         run_dir,
@@ -197,6 +166,78 @@ def build_run(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Run
         plan,
         list(callbacks or []),
     )
+
+
+def _images_per_step(cfg: DictConfig, data: ImageDataModule) -> int:
+    return data.batch_size * int(cfg.trainer.get("accumulate_grad_batches", 1))
+
+
+def _build_model(
+    cfg: DictConfig, data: ImageDataModule, encoder: LatentEncoder, objective: Objective, resume: ResumePlan | None
+) -> tuple[DiT, dict[str, Any], AuxLoss]:
+    """The model with its starting weights (checked against a resume, or ``init_from``), its stats, the aux loss."""
+    model = build_model_for(cfg, data, encoder, objective)
+    if resume is not None:
+        check_fits(resume, model)
+    elif cfg.get("init_from"):  # fine-tuning: the model and its EMA start from these weights
+        load_initial_weights(model, cfg.init_from)
+    stats = describe_model(cfg.model, cfg.block, model)
+    aux = build_aux(cfg.get("aux"), model, data, encoder)  # REPA: builds its frozen encoder and projector
+    stats.update({f"aux_{k}": round(v, 6) for k, v in aux.cost().items()})  # training-only, not in gflops
+    log.info(
+        "%s: %s params, %.4f Gflops/image (forward, MACs)", stats["model"], f"{stats['params']:,}", stats["gflops"]
+    )
+    return model, stats, aux
+
+
+def _plan_compute(
+    cfg: DictConfig, data: ImageDataModule, stats: dict[str, Any], evaluator: EvalCallback | None
+) -> ComputePlan | None:
+    """compute.*: steps / evaluations / checkpoints placed by training compute (compute-matched sweeps)."""
+    plan = plan_compute(
+        cfg.get("compute"), stats["gflops"], _images_per_step(cfg, data), int(cfg.trainer.max_steps), stats["model"]
+    )
+    if plan is not None:
+        cfg.trainer.max_steps = plan.max_steps  # before config.yaml is written: a resume replans the same
+        if evaluator is not None and plan.eval_steps:
+            evaluator.every, evaluator.at_steps = 0, set(plan.eval_steps)
+    return plan
+
+
+def _build_module(
+    cfg: DictConfig,
+    model: DiT,
+    data: ImageDataModule,
+    encoder: LatentEncoder,
+    objective: Objective,
+    stats: dict[str, Any],
+    aux: AuxLoss,
+) -> DiffusionModule:
+    """The LightningModule; ``meta`` (the resolved config and the parts' descriptions) goes into every checkpoint."""
+    meta = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model_stats": stats,
+        "objective": objective.describe(),
+        "encoder": encoder.describe(),
+        "data": data.describe(),
+    }
+    module = DiffusionModule(
+        model,
+        objective,
+        encoder,
+        lr=float(cfg.optim.lr),
+        optimizer=build_optimizer(cfg.optim),
+        lr_schedule=build_lr_schedule(cfg.get("lr_schedule")),  # after the compute plan: it may set max_steps
+        ema_decay=cfg.ema.decay,
+        images_per_step=_images_per_step(cfg, data),
+        meta=meta,
+        aux=aux,
+        seed=int(cfg.seed),
+        max_loss=float(cfg.divergence.max_loss),
+    )
+    if cfg.model.get("compile"):  # the trained copy only: the EMA samples a few hundred steps, eagerly
+        module.model.compile()
+    return module
 
 
 def start_run_dir(run: Run, attempt: RunAttempt) -> None:
