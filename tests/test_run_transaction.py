@@ -258,3 +258,10 @@ def test_refused_commands_write_no_log(tmp_path):
     refused = cli("ditlab-extract", tmp_path, f"cache_dir={foreign}", "data=digits")
     assert refused.returncode == 2 and "cannot be extracted" in refused.stderr, refused.stderr
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty_cache"  # a folder the user made: kept, even empty
+    empty.mkdir()
+    refused = cli("ditlab-extract", tmp_path, f"cache_dir={empty}", "data=digits")
+    assert refused.returncode == 2 and "cannot be extracted" in refused.stderr, refused.stderr
+    assert empty.is_dir() and not list(empty.iterdir())
+    refused = cli("ditlab-extract", tmp_path, f"cache_dir={tmp_path / 'new_cache'}", "data=digits")
+    assert refused.returncode == 2 and not (tmp_path / "new_cache").exists()  # made by Hydra: removed

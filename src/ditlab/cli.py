@@ -145,13 +145,22 @@ def _extract(cfg):
     from ditlab.cache.extract import extract  # lazy for start-up: --help never loads torch
     from ditlab.checkpoints.run_attempt import leave_no_log_on_error
 
-    # Hydra opened <cache_dir>/logs/extract_rank*.log before any check: a refused call takes it back.
-    with leave_no_log_on_error(Path(HydraConfig.get().runtime.output_dir)):
+    # Hydra opened <cache_dir>/logs/extract_rank*.log before any check: a refused call takes it back,
+    # and the cache folder too when Hydra created it (never a folder the user had, empty or not).
+    with leave_no_log_on_error(Path(HydraConfig.get().runtime.output_dir), keep=_FOLDERS_BEFORE_HYDRA):
         extract(cfg)
 
 
+_FOLDERS_BEFORE_HYDRA: set[Path] = set()  # the candidate cache folders that existed before Hydra started
+
+
 def extract_main() -> None:
+    from ditlab.user_cache import default_cache_dir  # lazy, as the other imports of the entry points
+
     logging.getLogger("ditlab").setLevel(logging.INFO)
+    named = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(("cache_dir=", "paths.cache_dir="))]
+    candidates = [Path(p).expanduser().resolve() for p in [*named, default_cache_dir()] if p]
+    _FOLDERS_BEFORE_HYDRA.update(p for p in candidates if p.exists())
     _hydra_entry("extract", _extract)()
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -119,9 +119,10 @@ def run_attempt(run_dir: Path, takeover: bool, rank_zero: bool) -> Iterator[RunA
 
 
 @contextlib.contextmanager
-def leave_no_log_on_error(folder: Path) -> Iterator[None]:
+def leave_no_log_on_error(folder: Path, keep: Collection[Path] = ()) -> Iterator[None]:
     """For tools whose Hydra log folder may be someone else's (ditlab-extract's ``<cache_dir>/logs``): a
-    failed call cuts its log lines back and removes what it created there, if that is only logs."""
+    failed call cuts its log lines back and removes what it created there, if that is only logs.
+    ``keep``: folders that existed before Hydra ran, never removed (an empty cache folder of the user's)."""
     folder = Path(folder)
     before = snapshot(folder) if folder.exists() else {}
     try:
@@ -131,7 +132,8 @@ def leave_no_log_on_error(folder: Path) -> Iterator[None]:
             path = folder / rel
             if path.suffix == ".log" and size > before.get(rel, 0) >= 0:
                 os.truncate(path, before.get(rel, 0))
-        remove_if_empty(folder)
-        if not folder.exists():
+        if folder.resolve() not in keep:
+            remove_if_empty(folder)
+        if not folder.exists() and folder.parent.resolve() not in keep:
             remove_if_empty(folder.parent)  # e.g. a cache_dir that Hydra created for the log folder
         raise
