@@ -309,7 +309,7 @@ CASES = [
     (R, ["sweep={root}/run", "holdout=-1"], "holdout"),
     (R, ["sweep={root}/run", "bootstrap=-1"], "bootstrap"),
     (R, ["sweep={root}/run", "metric=bogus"], "metric"),
-    (R, ["sweep={root}/run", "at_step=abc"], "at-step"),  # argparse's message names the --flag spelling
+    (R, ["sweep={root}/run", "at_step=abc"], "at_step=abc"),  # the key as the user spelt it
     (R, ["sweep={root}/run", "out={files}/plain.txt"], "plain.txt"),
     # ditlab-flops
     (F, ["in_channels=abc"], "in_channels"),

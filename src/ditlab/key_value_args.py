@@ -84,8 +84,25 @@ def _translate(
             if value.lower() in TRUE:
                 flags.append(_long_option(action))
         else:
+            _check_value(key, value, action)
             flags.append(f"{_long_option(action)}={value}")  # one token: a value may start with "-"
     return flags, positionals, old
+
+
+def _check_value(key: str, value: str, action: argparse.Action) -> None:
+    """argparse's own type and choice errors name the --flag; in the key=value spelling, name the key."""
+    if callable(action.type):
+        try:
+            typed = action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            kind = getattr(action.type, "__name__", "value")
+            raise DitlabError(
+                f"{key}={value} is not valid: give {'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+            ) from None
+    else:
+        typed = value
+    if action.choices is not None and typed not in action.choices:
+        raise DitlabError(f"{key}={value} is not valid: choose one of {', '.join(map(str, action.choices))}")
 
 
 def new_spelling(parser: argparse.ArgumentParser, args: argparse.Namespace, positional_keys: dict[str, str]) -> str:
