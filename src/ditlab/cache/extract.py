@@ -59,17 +59,8 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
     encoder.to(device)
     _, probe_std = encoder.posterior(torch.zeros(1, data.channels, data.resolution, data.resolution, device=device))
     target, feature_plan = _feature_target(cfg, data, device)  # (None, None) without aux=repa
-    source = {
-        "dataset": data.name,
-        "root": str(data.root),
-        "num_images": len(dataset),
-        "num_classes": len(dataset.classes),
-        "classes": list(dataset.classes),
-        "listing_sha256": _listing_hash(dataset.samples, data.root),
-        "crop": "adm_center",
-    }
     plan = mf.make_plan(
-        source,
+        _source(data, dataset),
         data.resolution,
         data.channels,
         encoder.describe(),
@@ -80,23 +71,9 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
     )
     manifest = _open_cache(cache_dir, plan, feature_plan)
     if manifest.get("complete"):
-        damaged = [s["file"] for s in plan["shards"] if shard_meta(cache_dir / s["file"]) is None]
-        features_missing = target is not None and not (
-            manifest["repa_features"]["complete"] and feats.all_present(cache_dir, manifest)
-        )
-        if not damaged and not features_missing:
-            log.info("the cache %s is already complete (%d latents); nothing to do", cache_dir, manifest["num_latents"])
+        manifest, finished = _reopen_complete(cache_dir, plan, manifest, target)
+        if finished:
             return manifest
-        if damaged:
-            log.warning(
-                "%d damaged shard(s) in %s (first: %s): extracting them again", len(damaged), cache_dir, damaged[0]
-            )
-            manifest = {**plan, "repa_features": manifest.get("repa_features")}
-            mf.write_manifest(cache_dir, manifest)  # incomplete until they are redone: no run trains on it meanwhile
-        elif manifest["repa_features"]["complete"]:  # a feature file went missing or was damaged
-            log.warning("REPA feature files missing or damaged in %s: extracting them again", cache_dir)
-            manifest = {**manifest, "repa_features": {**manifest["repa_features"], "complete": False}}
-            mf.write_manifest(cache_dir, manifest)
 
     mine = [k for k in range(len(plan["shards"])) if k % world == rank]
     log.info(
@@ -113,46 +90,96 @@ def _extract(cfg: DictConfig) -> dict[str, Any]:
     my_images = sum(plan["shards"][k]["end_index"] - plan["shards"][k]["first_index"] for k in mine)
     with progress.bar(total=my_images, desc=f"extract (rank {rank})", unit="img") as bar:
         for k in mine:
-            spec = plan["shards"][k]
-            path, feature_path = cache_dir / spec["file"], cache_dir / mf.feature_file(k)
-            done = shard_meta(path)
-            latents_done = done is not None and (done["first_index"], done["end_index"]) == (
-                spec["first_index"],
-                spec["end_index"],
-            )
-            features_done = target is None or (latents_done and feats.features_match(feature_path, done))
-            if latents_done and features_done:
-                log.info("shard %d: kept (finished earlier)", k)
-                bar.update(spec["end_index"] - spec["first_index"])
-                continue
-            t0 = time.time()
-            if latents_done:  # only the features are missing: the rows the latent shard holds, in its order
-                indices = load_file(path)["index"].tolist()
-                _, features, meta = _encode_shard(cfg, data, None, target, dataset, indices, spec, device, bar)
-                if meta["skipped"]:
-                    raise DitlabError(
-                        f"{meta['skipped'][0]} became unreadable after its latents were extracted; "
-                        "restore it, or extract the cache again into a new cache_dir"
-                    )
-                bar.update(spec["end_index"] - spec["first_index"] - len(indices))
-            else:
-                indices = list(range(spec["first_index"], spec["end_index"]))
-                tensors, features, meta = _encode_shard(cfg, data, encoder, target, dataset, indices, spec, device, bar)
-            if target is not None:  # before the latent shard: a finished latent shard never lacks its features
-                remove_temporaries(feature_path)
-                write_shard(feature_path, features, meta)
-            if not latents_done:
-                remove_temporaries(path)
-                write_shard(path, tensors, meta)
-            log.info(
-                "shard %d: %d images in %.1f s%s%s",
-                k,
-                meta["count"],
-                time.time() - t0,
-                " (REPA features only)" if latents_done else "",
-                f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "",
-            )
+            _extract_shard(cfg, data, encoder, target, dataset, plan["shards"][k], k, cache_dir, device, bar)
     return finalize(cache_dir, manifest)
+
+
+def _source(data: Any, dataset: Any) -> dict[str, Any]:
+    """What the cache was extracted from, as its manifest records it (a changed listing is another cache)."""
+    return {
+        "dataset": data.name,
+        "root": str(data.root),
+        "num_images": len(dataset),
+        "num_classes": len(dataset.classes),
+        "classes": list(dataset.classes),
+        "listing_sha256": _listing_hash(dataset.samples, data.root),
+        "crop": "adm_center",
+    }
+
+
+def _reopen_complete(
+    cache_dir: Path, plan: dict[str, Any], manifest: dict[str, Any], target: Any
+) -> tuple[dict[str, Any], bool]:
+    """A complete cache: (its manifest, True) if nothing is missing, else the manifest marked incomplete again."""
+    damaged = [s["file"] for s in plan["shards"] if shard_meta(cache_dir / s["file"]) is None]
+    features_missing = target is not None and not (
+        manifest["repa_features"]["complete"] and feats.all_present(cache_dir, manifest)
+    )
+    if not damaged and not features_missing:
+        log.info("the cache %s is already complete (%d latents); nothing to do", cache_dir, manifest["num_latents"])
+        return manifest, True
+    if damaged:
+        log.warning("%d damaged shard(s) in %s (first: %s): extracting them again", len(damaged), cache_dir, damaged[0])
+        manifest = {**plan, "repa_features": manifest.get("repa_features")}
+        mf.write_manifest(cache_dir, manifest)  # incomplete until they are redone: no run trains on it meanwhile
+    elif manifest["repa_features"]["complete"]:  # a feature file went missing or was damaged
+        log.warning("REPA feature files missing or damaged in %s: extracting them again", cache_dir)
+        manifest = {**manifest, "repa_features": {**manifest["repa_features"], "complete": False}}
+        mf.write_manifest(cache_dir, manifest)
+    return manifest, False
+
+
+def _extract_shard(
+    cfg: DictConfig,
+    data: Any,
+    encoder: Any,
+    target: Any,
+    dataset: Any,
+    spec: dict[str, Any],
+    k: int,
+    cache_dir: Path,
+    device: torch.device,
+    bar: Any,
+) -> None:
+    """Shard ``k``: kept if finished earlier, its REPA features added if only they are missing, else encoded."""
+    path, feature_path = cache_dir / spec["file"], cache_dir / mf.feature_file(k)
+    done = shard_meta(path)
+    latents_done = done is not None and (done["first_index"], done["end_index"]) == (
+        spec["first_index"],
+        spec["end_index"],
+    )
+    features_done = target is None or (latents_done and feats.features_match(feature_path, done))
+    if latents_done and features_done:
+        log.info("shard %d: kept (finished earlier)", k)
+        bar.update(spec["end_index"] - spec["first_index"])
+        return
+    t0 = time.time()
+    if latents_done:  # only the features are missing: the rows the latent shard holds, in its order
+        indices = load_file(path)["index"].tolist()
+        _, features, meta = _encode_shard(cfg, data, None, target, dataset, indices, spec, device, bar)
+        if meta["skipped"]:
+            raise DitlabError(
+                f"{meta['skipped'][0]} became unreadable after its latents were extracted; "
+                "restore it, or extract the cache again into a new cache_dir"
+            )
+        bar.update(spec["end_index"] - spec["first_index"] - len(indices))
+    else:
+        indices = list(range(spec["first_index"], spec["end_index"]))
+        tensors, features, meta = _encode_shard(cfg, data, encoder, target, dataset, indices, spec, device, bar)
+    if target is not None:  # before the latent shard: a finished latent shard never lacks its features
+        remove_temporaries(feature_path)
+        write_shard(feature_path, features, meta)
+    if not latents_done:
+        remove_temporaries(path)
+        write_shard(path, tensors, meta)
+    log.info(
+        "shard %d: %d images in %.1f s%s%s",
+        k,
+        meta["count"],
+        time.time() - t0,
+        " (REPA features only)" if latents_done else "",
+        f", {len(meta['skipped'])} unreadable skipped" if meta["skipped"] else "",
+    )
 
 
 def finalize(cache_dir: Path, plan: dict[str, Any]) -> dict[str, Any]:

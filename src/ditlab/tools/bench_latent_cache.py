@@ -173,57 +173,10 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
         make_images(images, args.images)
         torch.manual_seed(0)
         AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(tmp / "vae")
-        log.info("extracting the latent cache (both flips, posterior mean and std)")
-        t0 = time.perf_counter()
-        extract(
-            compose(
-                "extract",
-                [
-                    f"data.root={images}",
-                    f"data.resolution={res}",
-                    "data.num_workers=0",
-                    f"encoder.path={tmp / 'vae'}",
-                    f"cache_dir={tmp / 'cache'}",
-                    f"batch_size={b}",
-                    f"device={device}",
-                ],
-            )
-        )
-        extract_seconds = time.perf_counter() - t0
+        extract_seconds = extract_cache(compose, images, tmp, res, b, device)
         for model in args.models:
-            common = [
-                f"data.resolution={res}",
-                f"data.batch_size={b}",
-                "data.num_workers=0",
-                "encoder=sd_vae",
-                f"encoder.path={tmp / 'vae'}",
-                f"model={model}",
-                "model.patch_size=2",
-                *args.overrides,
-            ]
-            raw_loop = TrainLoop(compose("train", ["data=imagefolder", f"data.root={images}", *common]), device)
-            cached_loop = TrainLoop(
-                compose("train", ["data=latents", f"data.cache_dir={tmp / 'cache'}", "data.resolution=null", *common]),
-                device,
-            )
-            log.info(
-                "%s: %d warm-up + %d timed steps of each loop, alternating (images -> VAE -> DiT | cache -> DiT)",
-                raw_loop.model_name,
-                args.warmup,
-                args.steps,
-            )
-            interleaved(raw_loop, cached_loop, args.warmup, args.steps)
-            raw, cached = raw_loop.result(), cached_loop.result()
-            ratio = cached["images_per_second"] / raw["images_per_second"]
-            log.info(
-                "%s: raw %.3f images/s, cached %.3f images/s: %.2fx",
-                raw["model"],
-                raw["images_per_second"],
-                cached["images_per_second"],
-                ratio,
-            )
-            models[raw["model"]] = {"ratio_cached_over_raw": round(ratio, 2), "raw": raw, "cached": cached}
-            del raw_loop, cached_loop
+            name, result = compare_loops(args, compose, model, tmp, images, device)
+            models[name] = result
         encoder_gmacs = vae_gmacs(tmp / "vae", res)
     side = res // 8
     return {
@@ -247,6 +200,66 @@ def run(args: argparse.Namespace, compose) -> dict[str, Any]:
         },
         "overrides": args.overrides,
     }
+
+
+def extract_cache(compose, images: Path, tmp: Path, res: int, batch_size: int, device: Any) -> float:
+    """ditlab-extract of ``images`` into ``tmp/cache`` with the VAE in ``tmp/vae``; returns its seconds."""
+    log.info("extracting the latent cache (both flips, posterior mean and std)")
+    t0 = time.perf_counter()
+    extract(
+        compose(
+            "extract",
+            [
+                f"data.root={images}",
+                f"data.resolution={res}",
+                "data.num_workers=0",
+                f"encoder.path={tmp / 'vae'}",
+                f"cache_dir={tmp / 'cache'}",
+                f"batch_size={batch_size}",
+                f"device={device}",
+            ],
+        )
+    )
+    return time.perf_counter() - t0
+
+
+def compare_loops(
+    args: argparse.Namespace, compose, model: str, tmp: Path, images: Path, device: Any
+) -> tuple[str, dict[str, Any]]:
+    """One model's training loop from images (VAE each step) and from the cache, timed in turn."""
+    b, res = args.batch_size, args.resolution
+    common = [
+        f"data.resolution={res}",
+        f"data.batch_size={b}",
+        "data.num_workers=0",
+        "encoder=sd_vae",
+        f"encoder.path={tmp / 'vae'}",
+        f"model={model}",
+        "model.patch_size=2",
+        *args.overrides,
+    ]
+    raw_loop = TrainLoop(compose("train", ["data=imagefolder", f"data.root={images}", *common]), device)
+    cached_loop = TrainLoop(
+        compose("train", ["data=latents", f"data.cache_dir={tmp / 'cache'}", "data.resolution=null", *common]),
+        device,
+    )
+    log.info(
+        "%s: %d warm-up + %d timed steps of each loop, alternating (images -> VAE -> DiT | cache -> DiT)",
+        raw_loop.model_name,
+        args.warmup,
+        args.steps,
+    )
+    interleaved(raw_loop, cached_loop, args.warmup, args.steps)
+    raw, cached = raw_loop.result(), cached_loop.result()
+    ratio = cached["images_per_second"] / raw["images_per_second"]
+    log.info(
+        "%s: raw %.3f images/s, cached %.3f images/s: %.2fx",
+        raw["model"],
+        raw["images_per_second"],
+        cached["images_per_second"],
+        ratio,
+    )
+    return raw["model"], {"ratio_cached_over_raw": round(ratio, 2), "raw": raw, "cached": cached}
 
 
 def machine() -> dict[str, Any]:
