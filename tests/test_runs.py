@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import compose_train
 
+from ditlab.checkpoints.checkpoint_io import newest_complete_checkpoint
 from ditlab.checkpoints.run_lock import LOCK_FILE
 from ditlab.errors import DitlabError
 from ditlab.objectives.base import OBJECTIVES
@@ -124,8 +125,11 @@ def test_kill_9_mid_epoch_then_resume_is_bitwise(reference, tmp_path):
     proc.kill()  # SIGKILL: nothing runs after it
     proc.wait()
     # The kernel released the dead process's lock: the plain rerun resumes from the newest complete checkpoint.
+    # Its step is read now: the file may be last.ckpt (it wins a tie), which the rerun overwrites.
+    path, ckpt = newest_complete_checkpoint(run / "checkpoints")
+    step = int(ckpt["global_step"])
     summary = train(compose_train(*EXACT, "ckpt_path=last", output_dir=run))
-    step = torch.load(summary["resumed_from"], weights_only=True)["global_step"]
+    assert summary["resumed_from"] == str(path)
     assert 0 < step < 12  # killed mid-run
     assert_same_run(final_state(run), final_state(reference), from_step=step)
     assert not list(run.rglob("*.tmp-*"))  # no temporaries of an interrupted save survive the next attempt
