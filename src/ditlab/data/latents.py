@@ -13,9 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ditlab.latent_cache.features import training_check
-from ditlab.latent_cache.manifest import MANIFEST, encoder_differences, read_manifest
-from ditlab.latent_cache.shards import LatentCacheDataset, shard_meta
 from ditlab.data.base import DATASETS, ImageDataModule
 from ditlab.data.imagefolder import resolve_num_classes
 from ditlab.data.sharding import sharded_train_loader
@@ -23,6 +20,9 @@ from ditlab.encoders.base import LatentEncoder
 from ditlab.encoders.cached import CachedPosteriorEncoder
 from ditlab.errors import DitlabError
 from ditlab.inputs import is_pickle, python_objects
+from ditlab.latent_cache.features import training_check
+from ditlab.latent_cache.manifest import MANIFEST, encoder_differences, read_manifest
+from ditlab.latent_cache.shards import LatentCacheDataset, shard_meta
 
 log = logging.getLogger("ditlab")
 
