@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -61,7 +62,7 @@ def _plugin_conf(tmp_path):
     return tmp_path / "my_conf"
 
 
-def test_several_loggers_plugins_and_early_stopping_in_one_run(tmp_path, monkeypatch):
+def test_several_loggers_plugins_and_early_stopping_in_one_run(tmp_path, monkeypatch, caplog):
     from ditlab.training.train import train
 
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -80,8 +81,12 @@ def test_several_loggers_plugins_and_early_stopping_in_one_run(tmp_path, monkeyp
         "checkpoint.every_n_steps=100",
         output_dir=run,
     )
-    summary = train(cfg)
+    with caplog.at_level(logging.INFO, logger="ditlab"):
+        summary = train(cfg)
     assert summary["steps"] == 4
+    stops = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stopping")]
+    assert len(stops) == 1 and stops[0].startswith("early stopping at step 4 (train/images_seen): ")  # says why
+    assert "did not improve" in stops[0]
 
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
