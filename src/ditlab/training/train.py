@@ -7,23 +7,19 @@ preemption, the divergence guard) is described in docs/runs.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from ditlab import progress
-from ditlab.atomic import replace_atomically
 from ditlab.auxloss import build_aux
 from ditlab.build import (
     build_data,
@@ -41,7 +37,6 @@ from ditlab.checkpoints.resume import ResumePlan, check_fits, plan_resume, recor
 from ditlab.checkpoints.run_attempt import RunAttempt, run_attempt
 from ditlab.checkpoints.step_checkpoint import StepCheckpoint
 from ditlab.models.accounting import describe_model
-from ditlab.provenance import git_commit, package_versions
 from ditlab.schema import check_config
 from ditlab.training.callbacks import build_callbacks
 from ditlab.training.compute import plan_compute
@@ -53,40 +48,20 @@ from ditlab.training.loggers import build_loggers
 from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
 from ditlab.training.quiet import quiet_run
-from ditlab.training.throughput import TrainingThroughput
+from ditlab.training.run import Run
+from ditlab.training.summary import build_summary, write_summary
 from ditlab.training.wandb_logger import publish_summary
 
-if TYPE_CHECKING:  # types of the Run fields only
+if TYPE_CHECKING:  # types in the build steps' signatures only
     from ditlab.auxloss.base import AuxLoss
     from ditlab.data.base import ImageDataModule
     from ditlab.encoders.base import LatentEncoder
     from ditlab.models.dit import DiT
     from ditlab.objectives.base import Objective
-    from ditlab.samplers.base import Sampler
     from ditlab.training.compute import ComputePlan
     from ditlab.training.eval_callback import EvalCallback
 
 log = logging.getLogger("ditlab")
-
-
-@dataclass
-class Run:
-    """Every part of one run, built from its config groups before anything is written."""
-
-    cfg: DictConfig
-    run_dir: Path
-    resume: ResumePlan | None
-    data: ImageDataModule
-    encoder: LatentEncoder
-    objective: Objective
-    sampler: Sampler
-    evaluator: EvalCallback | None
-    best: L.Callback | None  # checkpoint of the best evaluation (checkpoint.monitor)
-    aux: AuxLoss
-    module: DiffusionModule
-    stats: dict[str, Any]
-    plan: ComputePlan | None  # compute.* plan (compute-matched sweeps)
-    callbacks: list[L.Callback]  # extra callbacks from the caller (benchmarks time steps with one)
 
 
 def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -318,58 +293,6 @@ def fit(run: Run) -> tuple[L.Trainer, float]:
     raise RunInterrupted(preemption.stopped_by, str(last))
 
 
-def build_summary(
-    run: Run,
-    trainer: L.Trainer,
-    status: str,
-    t_start: float,
-    fit_seconds: float,
-    recipe: dict[str, Any] | None = None,
-    sample_seconds: float = 0.0,
-) -> dict[str, Any]:
-    """What a user needs to compare runs (summary.json and the wandb run summary)."""
-    cfg, steps = run.cfg, int(trainer.global_step)
-    images_seen = steps * run.module.images_per_step  # global batch x gradient accumulation
-    return {
-        "status": status,
-        "run_name": cfg.run_name,
-        "run_dir": str(run.run_dir),
-        **run.stats,
-        "objective": run.objective.describe(),
-        "aux": run.aux.describe(),
-        "encoder": run.encoder.describe(),
-        "data": run.data.describe(),
-        "steps": steps,
-        "images_seen": images_seen,
-        "train_compute_gflops": run.stats["gflops"] * 3 * images_seen,
-        "final_loss": _metric(trainer, "train/loss"),
-        "fit_seconds": round(fit_seconds, 2),
-        "sample_seconds": round(sample_seconds, 2),
-        "wall_seconds": round(time.time() - t_start, 2),
-        # Accelerator time of the fit (GPU-hours on GPUs): the x-axis of ditlab-report's cost plot.
-        # 6 significant digits: a fixed 6 decimals of an hour would round a short run by up to 1.8 s.
-        "device_hours": float(f"{fit_seconds * trainer.world_size / 3600:.6g}"),
-        "device_type": run.module.device.type,
-        **next((c.summary_fields() for c in trainer.callbacks if isinstance(c, TrainingThroughput)), {}),
-        "sampling": recipe,
-        "seed": int(cfg.seed),
-        # The optimizer and schedule as run (the wandb config holds the same groups).
-        "optim": {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("optim", "lr_schedule") if k in cfg},
-        "git_commit": git_commit(),
-        "compute_plan": run.plan.as_dict() if run.plan is not None else None,
-        "resumed_from": str(run.resume.ckpt_path) if run.resume else None,
-        "init_from": cfg.get("init_from"),
-        **(run.evaluator.summary_fields() if run.evaluator else {"metrics": {}}),
-        "torch": torch.__version__,
-        "versions": package_versions(),
-        "device": str(run.module.device),
-    }
-
-
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    replace_atomically(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
-
-
 def final_samples(run: Run) -> tuple[dict[str, Any], float]:
     """samples.npz: the final evaluation's images when it kept them (one sampling pass), else fresh ones."""
     evaluator = run.evaluator
@@ -394,11 +317,6 @@ def _global_rank() -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0))
-
-
-def _metric(trainer: L.Trainer, key: str) -> float | None:
-    value = trainer.callback_metrics.get(key)
-    return None if value is None else float(value)
 
 
 def _overrides() -> list[str]:
