@@ -33,6 +33,7 @@ from ditlab.build import (
 from ditlab.checkpoints import run_dir as rd
 from ditlab.checkpoints.checkpoint_file import load_initial_weights
 from ditlab.checkpoints.checkpoint_io import AtomicCheckpointIO
+from ditlab.checkpoints.disk_space import check_run_space
 from ditlab.checkpoints.resume import ResumePlan, check_fits, plan_resume, record_resume
 from ditlab.checkpoints.run_attempt import RunAttempt, run_attempt
 from ditlab.checkpoints.step_checkpoint import StepCheckpoint
@@ -88,6 +89,7 @@ def _train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[s
     with run_attempt(run_dir, takeover=bool(cfg.get("takeover_lock")), rank_zero=rank_zero) as attempt:
         run = build_run(cfg, [*(callbacks or []), attempt])  # 2. validate everything and build every part
         if rank_zero:
+            check_run_space(run.run_dir, run.module)  # a full disk: refused before anything is written
             start_run_dir(run, attempt)  # 3. config.yaml (new run) or one resume entry
         trainer, fit_seconds = fit(run)  # 4. raises RunInterrupted after saving, on a signal
         if not trainer.is_global_zero:
