@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import compose_train
 
+import ditlab.tools.sample as sample_tool
 from ditlab.checkpoints import disk_space
+from ditlab.config import compose
 from ditlab.errors import DitlabError
 from ditlab.training.train import train
 
@@ -32,9 +34,15 @@ def test_a_full_disk_is_refused_before_the_run_folder_is_written(tmp_path, monke
     assert _tree(tmp_path) == {"runs": -1}  # nothing written in the run folder (runs/: the test's own parent)
 
 
-def test_the_estimate_covers_a_real_checkpoint(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("disk") / "run"
     train(compose_train("trainer.max_steps=1", "final_samples.num_samples=4", output_dir=out))
+    return out
+
+
+def test_the_estimate_covers_a_real_checkpoint(run, tmp_path):
+    out = run
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["optimizer_states"][0]["state"]  # the moments are in the file the estimate sizes
     size = (out / "checkpoints" / "last.ckpt").stat().st_size
@@ -52,3 +60,13 @@ def test_the_optimizer_state_is_read_from_the_optimizer():
         lambda p, lr: torch.optim.SGD([q for _, q in p], lr=lr, momentum=0.9)
     )
     assert (round(adam), sgd, momentum) == (2, 0, 1)
+
+
+def test_sampling_refuses_a_full_disk_before_writing(run, tmp_path, monkeypatch):
+    out = tmp_path / "samples"
+    free = 10 * 2**20
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - free, free))
+    cfg = compose("sample", [f"ckpt={run}", f"out={out}", "num_samples=200000", "batch_size=4"])
+    with pytest.raises(DitlabError, match=r"samples: 10.0 MiB free on its file system, 200000 samples needs"):
+        sample_tool.sample(cfg)
+    assert not out.exists()

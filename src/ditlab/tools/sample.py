@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ditlab import progress
 from ditlab.build import build_sampler
+from ditlab.checkpoints.disk_space import SLACK_BYTES, check_free_space
 from ditlab.cli import _hydra_entry
 from ditlab.config import compose
 from ditlab.devices import AUTOCAST_DTYPES, autocast, resolve_device
@@ -131,6 +132,8 @@ def _write_samples(
                 progress="sampling",
             ):
                 if writer is None:  # opened on the first good batch: a refused run leaves no files
+                    needed = len(labels) * images[0].nbytes + SLACK_BYTES  # the npz (uint8), then the grid
+                    check_free_space(out_dir, needed, f"{len(labels)} samples", "free space or choose another out=...")
                     out_dir.mkdir(parents=True, exist_ok=True)
                     image_shape = list(images.shape[1:])
                     writer = StreamingNpzWriter(paths["npz"], len(labels), images.shape[1:])
