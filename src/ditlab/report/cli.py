@@ -30,11 +30,19 @@ from ditlab.inputs import check_writable
 from ditlab.key_value_args import parse_key_values
 from ditlab.report.analysis import available_metrics, lower_is_better, points, spearman, table_rows
 from ditlab.report.collect import as_of_step, collect_runs
-from ditlab.report.joint_report import joint_console, joint_markdown, plot_name, prepare_joint, write_joint
+from ditlab.report.joint_report import (
+    add_holdout,
+    joint_console,
+    joint_markdown,
+    plot_name,
+    prepare_joint,
+    write_joint,
+)
 from ditlab.report.labels import experiment_name, power_term
 from ditlab.report.markdown import markdown
 from ditlab.report.plots import fit_plot, frontier_plot, hours_plot
 from ditlab.report.predict import FITS, scaling_study
+from ditlab.report.wandb_report import log_report, sweep_wandb, wandb_console
 
 OUTPUTS = ("report.csv", "report.md", "scaling.json")
 
@@ -49,6 +57,7 @@ def build_report(
     at_step: int | None = None,
     budget: float | None = None,
     law_metric: str | None = None,
+    wandb: bool = True,
 ) -> dict[str, Any]:
     runs, left_out = _runs_to_report(root, out, at_step)
     metrics = available_metrics(runs)
@@ -63,11 +72,8 @@ def build_report(
         )
     if holdout and not metric:
         raise DitlabError("--holdout needs a metric, and no run has one (train with eval=digits or eval=inception)")
-    study = (
-        scaling_study(runs, metric, lower_is_better(runs, metric), holdout=holdout, bootstrap=bootstrap)
-        if metric
-        else None
-    )  # before anything is written: a bad --holdout loses nothing
+    study = _study(runs, metric, holdout, bootstrap)  # before anything is written: a bad --holdout loses nothing
+    add_holdout(joint, runs, study)  # the joint law refitted without the held-out runs
     out.mkdir(parents=True, exist_ok=True)
 
     rows = table_rows(runs, metrics)
@@ -87,7 +93,15 @@ def build_report(
         result["joint_law"] = write_joint(joint, runs, out, law_title)
     (out / "scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "report.md").write_text(markdown(root, runs, rows, metrics, result, study) + joint_markdown(joint))
+    if wandb and (where := sweep_wandb(runs, root)):  # the sweep's dashboard gets the report as one more run
+        result["wandb"] = log_report(where, result, out)
     return result
+
+
+def _study(runs: list[Any], metric: str | None, holdout: int, bootstrap: int) -> Any:
+    if not metric:
+        return None
+    return scaling_study(runs, metric, lower_is_better(runs, metric), holdout=holdout, bootstrap=bootstrap)
 
 
 def _runs_to_report(root: Path, out: Path, at_step: int | None) -> tuple[list[Any], list[str]]:
@@ -197,6 +211,12 @@ def _parser() -> argparse.ArgumentParser:
         "Gflops, nearest size x patch, steps and predicted loss from the joint law (docs/scaling.md)",
     )
     parser.add_argument("--law-metric", help="eval metric of the joint law (default: val_loss when logged)")
+    parser.add_argument(
+        "--wandb",
+        default="true",
+        choices=("true", "false"),
+        help="true (default): where the runs logged to wandb, log the report as one more run of their group",
+    )
     parser.add_argument("--out", help="output folder (default: DIR/report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     return parser
@@ -217,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             args.at_step,
             args.budget,
             args.law_metric,
+            args.wandb == "true",
         )
     st = result["status"]
     print(
@@ -229,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if result["metric"]:
         _print_study(result)
-    for line in joint_console(result.get("joint_law")):
+    for line in joint_console(result.get("joint_law")) + wandb_console(result.get("wandb")):
         print(line)
     print(f"report: {Path(result['out']) / 'report.md'}")
 

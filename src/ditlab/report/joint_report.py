@@ -9,6 +9,7 @@ from typing import Any
 from ditlab.errors import DitlabError
 from ditlab.report.budget import joint_study, law_metric_for, law_points
 from ditlab.report.collect import Run
+from ditlab.report.joint_holdout import holdout_console, holdout_markdown, joint_holdout
 
 
 def prepare_joint(
@@ -31,6 +32,12 @@ def prepare_joint(
         if asked:
             raise
         return {"metric": metric, "refused": str(e)}
+
+
+def add_holdout(joint: dict[str, Any] | None, runs: list[Run], study: Any) -> None:
+    """With ``holdout=N`` and a fitted law: the law refitted without the study's held-out runs predicts them."""
+    if joint and "refused" not in joint and study is not None and study.held_out:
+        joint["holdout"] = joint_holdout(runs, study.held_out, joint["metric"], study.metric)
 
 
 def plot_name(joint: dict[str, Any] | None) -> str | None:
@@ -97,6 +104,7 @@ def joint_markdown(joint: dict[str, Any] | None) -> str:
         elif budget.get("preset_note"):
             lines.append(f"- {budget['preset_note']}.")
         lines.append("")
+    lines += holdout_markdown(joint.get("holdout"), metric)
     if joint.get("plot"):
         lines += [f"![joint law of {metric}]({joint['plot']})", ""]
     return "\n".join(lines) + "\n"
@@ -122,7 +130,7 @@ def joint_console(joint: dict[str, Any] | None) -> list[str]:
     elif joint.get("budget"):
         b = joint["budget"]
         out.append(f"budget {b['budget_gflops']:.4g} Gflops: G_opt {b['G_opt']:.4g}, D_opt {b['D_opt']:.4g} images")
-    return out
+    return out + holdout_console(joint.get("holdout"))
 
 
 def _ci(ci: Any) -> str:
