@@ -144,6 +144,14 @@ CASES = [
     (T, ["trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar"),
     (T, ["overwrite=maybe"], "overwrite"),
     (T, ["-m", "seed=1,2", "--cfg", "job"], "--cfg and --multirun"),  # Hydra: one mode per command
+    # ditlab-train -m: every swept value composed and checked before Hydra creates the multirun folder
+    (T, ["-m", "trainer.max_steps=abc"], "trainer.max_steps=abc"),
+    (T, ["-m", "seed=1,2", "trainer.max_step=5"], "trainer.max_step"),
+    (T, ["-m", "model=nope"], "model/nope"),
+    (T, ["-m", "model=S,nope"], "model/nope"),
+    (T, ["-m", "seed=1,2", "trainer.max_steps=1,0"], "trainer.max_steps=0"),
+    (T, ["--multirun", "seed=range(0,3)", "data.batch_size=abc"], "data.batch_size=abc"),
+    (T, ["-m", "seed=[1,2"], "seed=[1,2"),
     (T, ["trainer.accumulate_grad_batches=abc"], "trainer.accumulate_grad_batches"),
     # ditlab-train: values Lightning, torch or the data pipeline reject late
     (T, ["trainer.precision=bogus"], "trainer.precision"),

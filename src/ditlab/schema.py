@@ -320,9 +320,8 @@ HYDRA_MODES = {
 def check_command_line(config_name: str, argv: Sequence[str]) -> None:
     """Compose ``argv`` as the tool's ``@hydra.main`` will and check it, before Hydra creates any folder
     or log file: a bad override is one line and leaves nothing behind. Commands with Hydra flags
-    (``-m``, ``--cfg job``, ``--help``) are left to Hydra; the tool's task checks those configs."""
-    from ditlab.config import compose
-
+    (``--cfg job``, ``--help``) are left to Hydra; the tool's task checks those configs. A ``-m`` sweep's
+    jobs are composed and checked here, each swept value once (:mod:`ditlab.multirun`)."""
     modes = {HYDRA_MODES[a] for a in argv if a in HYDRA_MODES}
     if len(modes) > 1:  # Hydra's ValueError would be a traceback
         raise DitlabError(
@@ -330,7 +329,21 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> None:
             "(e.g. drop -m to print a sweep job's config with --cfg job)"
         )
     if any(a.startswith("-") for a in argv):
+        overrides = [a for a in argv if a not in ("-m", "--multirun")]
+        if len(overrides) == len(argv) or any(a.startswith("-") for a in overrides):
+            return  # --cfg, --help, --info, -sc, -cd ...: Hydra's own
+        from ditlab.multirun import multirun_jobs  # lazy: only -m commands parse sweeps
+
+        for job in multirun_jobs(overrides):  # before Hydra creates the multirun folder
+            check_overrides(config_name, job)
         return
+    check_overrides(config_name, argv)
+
+
+def check_overrides(config_name: str, argv: Sequence[str]) -> None:
+    """Compose one job's overrides as the tool will and check the result (one line on any error)."""
+    from ditlab.config import compose
+
     try:
         cfg = compose(config_name, list(argv))
     except DitlabError:
