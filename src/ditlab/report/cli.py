@@ -10,7 +10,9 @@ for one release, with a note).
 Besides the table: power-law fits of the final metric against training compute and against model
 Gflops, and of the compute-optimal frontier of the eval histories, with bootstrap intervals (no fit
 from fewer than 3 points); with ``holdout=N`` the error of their predictions for the N runs with
-the most compute; the frontier's owner (size x patch) per compute range (docs/scaling.md).
+the most compute (and, with the joint law of val_loss, the law refitted on the other runs' evaluations
+predicting theirs); the frontier's owner (size x patch) per compute range (docs/scaling.md). Where the
+runs logged to wandb, the report goes to their group as one more run (``wandb=false``: it does not).
 
 Finished runs give a row each with their metrics; failed runs (``status: failed`` in their
 summary) and unfinished ones (started, no summary) are listed as such. Existing report files are
@@ -186,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="fit on all but the N runs with the most training compute and report the error of "
-        "the fits' predictions for those N",
+        "the fits' predictions for those N (the joint law's too, when the report fits one)",
     )
     parser.add_argument(
         "--bootstrap",
