@@ -50,6 +50,7 @@ from ditlab.training.module import DiffusionModule
 from ditlab.training.preemption import Preemption, RunInterrupted
 from ditlab.training.quiet import quiet_run
 from ditlab.training.run import Run
+from ditlab.training.slurm_layout import check_slurm_layout
 from ditlab.training.summary import build_summary, write_summary
 from ditlab.training.wandb_logger import publish_summary
 
@@ -311,6 +312,7 @@ def _validate(cfg: DictConfig) -> None:
     line each: the types and ranges of :mod:`ditlab.schema`, which the console script also checks when it
     composes the command line; here for resumed configs, sweep jobs and configs composed in Python."""
     check_config("train", cfg)
+    check_slurm_layout(cfg.trainer)  # sbatch options vs num_nodes x devices: one line, not Lightning's trace
 
 
 def _global_rank() -> int:
