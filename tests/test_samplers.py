@@ -113,6 +113,18 @@ def test_dpm_solver_uses_the_objectives_schedule_and_integer_timesteps():
     assert seen[0] == 499 and guided.nfe == 10
 
 
+def test_karras_sigmas_on_a_cosine_schedule_step_through_repeated_timesteps():
+    """The default sampler (DPM-Solver++ with Karras sigmas) on a cosine-trained model: the top noise
+    levels round to training step 999 three times; each is still one step (no IndexError), in order."""
+    objective = DDPMObjective(schedule="cosine", num_timesteps=1000)
+    sampler = DPMSolverSampler(steps=10, options={"use_karras_sigmas": True})
+    timesteps = sampler.build(objective).timesteps.tolist()
+    assert timesteps[:3] == [999, 999, 999] and len(timesteps) == 10  # the case that crashed
+    x, err, guided, net = run(sampler, objective)
+    assert torch.isfinite(x).all() and guided.nfe == 10
+    assert [int(t[0]) for t in net.timesteps] == timesteps
+
+
 class CountingNet(nn.Module):
     def forward(self, x, t, y):
         return torch.zeros_like(x).repeat(1, 2, 1, 1)[:, : self.out_channels]

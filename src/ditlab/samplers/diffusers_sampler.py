@@ -61,6 +61,11 @@ class DiffusersSampler(Sampler):
         except (TypeError, ValueError) as e:
             raise DitlabError(f"bad sampler.options for {self.scheduler}: {e}") from None
         scheduler.set_timesteps(self.steps)
+        if hasattr(scheduler, "set_begin_index"):
+            # Step i is the i-th timestep. Without this, diffusers finds each step by looking its timestep
+            # up in the list, which fails when noise levels round to the same training step (Karras sigmas
+            # on a cosine schedule give 999 three times: an IndexError on the last step).
+            scheduler.set_begin_index(0)
         return scheduler
 
     def sample(self, model, objective, x_T, y, generator) -> torch.Tensor:
