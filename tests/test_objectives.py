@@ -83,7 +83,7 @@ def test_logit_normal_time_sampling_concentrates_mid_range():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("objective.path=nope", "unknown flow path 'nope'; set objective.path"),
+        ("objective.path=nope", "unknown flow path 'nope'; registered: gvp, linear, vp. .* objective.path.module$"),
         ("objective.prediction=eps", "unknown flow prediction 'eps'"),
         ("objective.time_sampling=beta", "unknown time sampling 'beta'"),
     ],

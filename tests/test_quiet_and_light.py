@@ -74,12 +74,15 @@ def test_a_run_prints_no_start_up_noise_from_the_console_or_python(tmp_path):
     assert "[ditlab][INFO] - run finished" in api.stderr and not noise_in(api.stderr), api.stderr
 
 
-def test_the_filters_hold_only_inside_a_run(caplog):
+def test_the_filters_hold_only_inside_a_run(caplog, monkeypatch):
     import lightning  # noqa: F401  (its package logger's own console handler is what doubled the lines)
 
     from ditlab.training.quiet import quiet_run
 
     fonts = logging.getLogger("matplotlib.font_manager")
+    # A console script's process drops the font-cache lines for good (quiet_font_cache); an in-process
+    # command earlier in this test session may have done so here.
+    monkeypatch.setattr(fonts, "filters", [])
     distributed = logging.getLogger("lightning.fabric.utilities.distributed")
     lightning_handlers = list(logging.getLogger("lightning").handlers)
     assert lightning_handlers  # Lightning's console handler, added when lightning is imported

@@ -150,7 +150,8 @@ def build_path(path: str | Mapping, module: str | None = None, options: dict | N
         built = PATHS.build(
             key,
             module=module,
-            module_at="objective.path_module",
+            # the deprecated spelling is named only where it was used; the hint names objective.path.module
+            module_at="objective.path_module" if module else None,
             options_at="objective.path_options",
             **(options or {}),
         )
