@@ -65,7 +65,7 @@ def test_flow_paths_are_registry_entries_with_options():
     with pytest.raises(
         DitlabError,
         match=r"unknown flow path 'nope'; registered: gvp, linear, vp\. Choose one with objective.path=<name>, "
-        r"or register your own .* objective.path_module",
+        r"or register your own .* objective.path.module$",  # the spelling docs/extending.md shows
     ):
         build_path("nope")
     with pytest.raises(DitlabError, match=r"bad options for flow path 'linear' \(objective.path_options\)"):
