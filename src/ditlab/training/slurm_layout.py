@@ -55,7 +55,7 @@ def check_slurm_layout(trainer_cfg: Mapping[str, Any], env: Mapping[str, str] | 
     job_nodes = _leading_int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")) or 1
     problems = []
     if per_node is None and ntasks > 1:
-        problems.append("--ntasks-per-node is not set (Lightning does not support --ntasks alone)")
+        problems.append(f"--ntasks-per-node is not set, which Lightning requires for {ntasks} tasks")
     if job_nodes != nodes:
         problems.append(f"--nodes={job_nodes} but trainer.num_nodes={nodes}")
     if per_node is not None and devices is not None and per_node != devices:
