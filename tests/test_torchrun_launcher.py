@@ -148,5 +148,6 @@ def test_two_jobs_train_as_two_process_gloo_groups(tmp_path):
         assert summary["status"] == "finished" and summary["patch_size"] == patch and summary["steps"] == 4
         assert summary["images_seen"] == 4 * 8  # the global batch, split over the two processes
         log = (job / "launcher.log").read_text()
-        assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log, log[-2000:]  # Lightning: a 2-process DDP group
+        # Lightning: a 2-process DDP group (its start-up line comes from rank 0 only); both ranks ran
+        assert "MEMBER: 1/2" in log and "[default1]:" in log, log[-2000:]
         assert (job / "checkpoints" / "last.ckpt").is_file()
