@@ -2,7 +2,7 @@
 
 ``joint_study`` gathers every (run, evaluation) point of the law's metric (default ``val_loss``),
 fits :func:`ditlab.report.law.fit_joint_law`, and for a budget C (training Gflops, the report's
-compute axis: C = 3 · Gflops · images, :func:`ditlab.report.frontier.training_compute`) gives
+compute axis: C = 3 · Gflops · images, :func:`ditlab.report.collect.training_compute`) gives
 
 * the compute-optimal forward Gflops per image G_opt(C) and images D_opt(C), with intervals;
 * the nearest size × patch among ``conf/model`` presets, counted with ditlab's own accounting
@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from ditlab.errors import DitlabError
-from ditlab.report.collect import Run
+from ditlab.report.collect import Run, training_compute
 from ditlab.report.fits import PowerLawFit, fit_scaling
-from ditlab.report.frontier import training_compute
 from ditlab.report.law import JointLaw, fit_joint_law
 
 DEFAULT_LAW_METRIC = "val_loss"

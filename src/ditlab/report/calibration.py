@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ditlab.report.collect import training_compute
 from ditlab.report.fits import PowerLawFit, fit_scaling
 from ditlab.report.law import JointLaw, fit_joint_law
 
@@ -63,7 +64,7 @@ def joint_sweep(noise: float, rng: np.random.Generator, run_noise: float = 0.0):
     a_true = p["beta"] / (p["alpha"] + p["beta"])
     g_new, d_new = 2 * max(JOINT_G), float(max(JOINT_D))
     actual = truth(g_new, d_new) * math.exp(rng.normal(0, math.hypot(noise, run_noise)))
-    c_budget = 3 * g_new * d_new
+    c_budget = training_compute(g_new, d_new)
     lo_l, hi_l = law.log_interval(lambda q: law.optimum(c_budget, q)[2])
     true_opt = _true_optimum(c_budget)
     out = {}

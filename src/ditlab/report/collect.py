@@ -26,6 +26,12 @@ STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # 
 SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "checkpoints"}
 
 
+def training_compute(gflops: float, images_seen: float) -> float:
+    """Training compute in Gflops, the paper's convention (Figure 9): forward Gflops × 3 (forward plus a
+    backward pass of twice its cost) × images seen. The report's one place for it."""
+    return 3 * gflops * images_seen
+
+
 @dataclass
 class Run:
     path: Path
@@ -108,7 +114,7 @@ def as_of_step(runs: list[Run], step: int) -> tuple[list[Run], list[Run]]:
             "status": "finished",
             "steps": step,
             "images_seen": seen,
-            "train_compute_gflops": 3 * gflops * seen,
+            "train_compute_gflops": training_compute(gflops, seen),
             "metrics": metrics,
             "as_of_step": step,
             "final_loss": None,

@@ -13,13 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ditlab.report.collect import Run
-
-
-def training_compute(gflops: float, images_seen: float) -> float:
-    """Training compute in Gflops, the paper's convention (Figure 9): forward Gflops × 3 (forward plus a
-    backward pass of twice its cost) × images seen. The report's one place for it."""
-    return 3 * gflops * images_seen
+from ditlab.report.collect import Run, training_compute
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ intervals with t quantiles on n − 5 degrees of freedom, the delta method for d
 (the allocation exponent a = β/(α+β), the optimum at a budget); a new run's prediction interval
 adds its own scatter. Calibration on synthetic sweeps: experiments/scaling_calibration.
 
-Compute follows the report (``frontier.training_compute``): C = 3·G·D (forward + backward = 3
+Compute follows the report (``collect.training_compute``): C = 3·G·D (forward + backward = 3
 forward passes per image). Along C = 3GD the law is smallest at
 ``G_opt = (αA / βB)^(1/(α+β)) · (C/3)^(β/(α+β))`` (set dL/dG = 0), so G_opt ∝ C^a, D_opt ∝ C^(1−a).
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ditlab.report.frontier import training_compute
+from ditlab.report.collect import training_compute
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 MIN_DISTINCT = 3  # distinct G values, and distinct D values, for an exponent to be pinned down

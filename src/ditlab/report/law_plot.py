@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ditlab.report.collect import training_compute
 from ditlab.report.law import JointLaw
 
 
@@ -31,7 +32,7 @@ def law_plot(law: JointLaw, G: np.ndarray, D: np.ndarray, study: dict[str, Any],
     ax.clabel(contours, fontsize=6, fmt="%.3g")
     ax.scatter(G, D, s=14, c="k", zorder=3, label=f"evaluations ({len(G)})")
     if law.A > 0 and law.B > 0:
-        compute = np.geomspace(3 * g_lo * d_lo, 3 * g_hi * d_hi, 80)
+        compute = np.geomspace(training_compute(g_lo, d_lo), training_compute(g_hi, d_hi), 80)
         opt = np.array([law.optimum(c)[:2] for c in compute])
         inside = (opt[:, 0] >= g_lo) & (opt[:, 0] <= g_hi) & (opt[:, 1] >= d_lo) & (opt[:, 1] <= d_hi)
         ax.plot(opt[inside, 0], opt[inside, 1], "r-", lw=1.6, label=f"compute-optimal: G ∝ C^{law.a:.2f}")
