@@ -74,6 +74,9 @@ def _make_files(root: Path) -> None:
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     ckpt["ditlab"]["config"]["model"]["bogus_option"] = 3
     torch.save(ckpt, files / "unknown_key.ckpt")
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    ckpt["ditlab"]["config"]["eval"]["val_loss"]["bogus_option"] = 3
+    torch.save(ckpt, files / "unknown_val_loss_key.ckpt")
     for name, text in (("damaged", '{"status": "finished", "steps": 4'), ("listed", "[1, 2]")):
         (root / "reports" / name / "r1").mkdir(parents=True)
         (root / "reports" / name / "r1" / "summary.json").write_text(text)
@@ -122,6 +125,7 @@ T, S, E, R, F, X, P, C = (
 )
 SAMPLE = ["ckpt={root}/run", "out={root}/out", "num_samples=4", "batch_size=4"]
 EVAL = ["ref={files}/good.npz", "eval.metrics=[digits_accuracy]"]
+VAL_LOSS = ["ckpt={root}/run", "eval.metrics=[val_loss]"]
 EXTRACT = ["data.root={root}/run", "cache_dir={root}/cache_out"]
 EXPORT = ["ckpt={root}/run", "out={root}/export"]
 
@@ -279,6 +283,26 @@ CASES = [
     (E, ["samples={files}/labels_out.npz", *EVAL], "labels_out.npz"),
     (E, ["samples={files}/no_labels.npz", *EVAL], "no_labels.npz"),
     (E, ["samples={files}/good.npz", *EVAL, "eval.batch_size=abc"], "eval.batch_size"),
+    # ditlab-eval ckpt= (val_loss)
+    (E, ["ckpt={files}/missing.ckpt", "eval.metrics=[val_loss]"], "missing.ckpt"),
+    (E, ["ckpt={files}/payload.ckpt", "eval.metrics=[val_loss]"], "Python objects"),
+    (E, ["ckpt={files}/truncated.ckpt", "eval.metrics=[val_loss]"], "truncated.ckpt"),
+    (E, ["ckpt={files}/good.npz", "eval.metrics=[val_loss]"], "good.npz"),
+    (E, ["ckpt={files}/unknown_key.ckpt", "eval.metrics=[val_loss]"], "bogus_option"),
+    (E, ["ckpt={files}/unknown_val_loss_key.ckpt", "eval.metrics=[val_loss]"], "eval.val_loss.bogus_option"),
+    (E, [*VAL_LOSS, "eval.val_loss.bogus=1"], "eval.val_loss.bogus"),
+    (E, [*VAL_LOSS, "+eval.val_loss.bogus=1"], "eval.val_loss.bogus"),
+    (E, [*VAL_LOSS, "eval.val_loss.num_times=0"], "eval.val_loss.num_times"),
+    (E, [*VAL_LOSS, "eval.val_loss.num_images=abc"], "eval.val_loss.num_images"),
+    (E, [*VAL_LOSS, "eval.val_loss.every_n_steps=5"], "eval.val_loss.every_n_steps"),
+    (E, [*VAL_LOSS, "out={files}/plain.txt/m.json"], "plain.txt"),
+    (E, [*VAL_LOSS, "write_ref={root}/r.npz"], "write_ref"),
+    (E, [*VAL_LOSS, "eval.metrics=[val_loss,bogus]"], "bogus"),
+    (E, ["ckpt={root}/run", "eval.metrics=[fd_digits]"], "no samples= was given"),
+    (E, ["ckpt={root}/run"], "no samples= was given"),
+    (E, ["samples={files}/good.npz", "eval.metrics=[val_loss]"], "val_loss needs ckpt="),
+    (E, [*VAL_LOSS, "samples={files}/good.npz"], "samples= is read by the sample metrics alone"),
+    (E, ["samples={files}/good.npz", *EVAL, "ckpt={root}/run"], "ckpt= is read by val_loss alone"),
     # ditlab-classify
     (C, ["{files}/missing.npz"], "missing.npz"),
     (C, ["{files}/objects.npz"], "objects.npz holds Python objects"),
@@ -357,6 +381,7 @@ READ_ONLY = [
     (S, [*SAMPLE[:1], "out={root}/read_only/samples", *SAMPLE[2:]], "read_only"),
     (E, ["{files}/good.npz", *EVAL, "out={root}/read_only/m.json"], "read_only"),
     (E, ["{files}/good.npz", *EVAL, "write_ref={root}/read_only/r.npz"], "read_only"),
+    (E, [*VAL_LOSS, "out={root}/read_only/m.json"], "read_only"),
     (P, ["ckpt={root}/run", "out={root}/read_only/export"], "read_only"),
     (C, ["{files}/good.npz", "--out", "{root}/read_only/r.json"], "read_only"),
     (R, ["{root}/run", "--out", "{root}/read_only/report"], "read_only"),

@@ -168,6 +168,8 @@ EVAL = {
     "guidance_scale": GUIDANCE["scale"],  # ${guidance.scale} unless set on its own
     "guidance_channels": GUIDANCE["channels"],
     "guidance_interval": INTERVAL,
+    # types only (null: the default; ditlab-eval: the checkpoint's own); val_loss_options checks the ranges
+    **{f"val_loss.{k}": integer(null=True) for k in ("num_images", "num_times", "seed", "batch_size", "every_n_steps")},
 }
 SAMPLER = {"steps": COUNT}
 OBJECTIVE = {"num_timesteps": COUNT, "time_shift": POSITIVE}

@@ -1,9 +1,11 @@
-"""``ditlab-eval``: the ADM evaluator's numbers for a sample set, in PyTorch.
+"""``ditlab-eval``: the ADM evaluator's numbers for a sample set, in PyTorch; a checkpoint's val_loss.
 
     ditlab-eval samples=samples.npz ref=VIRTUAL_imagenet256_labeled.npz
     ditlab-eval samples=runs/<digits run> eval.metrics=[fd_digits,digits_accuracy]   # digits reference built in
     ditlab-eval samples=runs/<run> ref=ref.npz eval.metrics=[fid,sfid] out=metrics.json write_ref=mine.npz
     torchrun --nproc-per-node 8 -m ditlab.tools.evaluate samples=samples.npz ref=ref.npz   # sharded over GPUs
+    ditlab-eval ckpt=runs/<run> eval.metrics=[val_loss] out=val_loss.json   # no sampling: EMA weights' loss
+    ditlab-eval ckpt=runs/<run> samples=runs/<run> eval.metrics=[val_loss,fd_digits] eval.val_loss.num_images=1024
 
 SAMPLES is an ``.npz`` with uint8 ``arr_0`` (N, H, W, C) and optional labels ``arr_1`` (what
 ``ditlab-sample``, ``ditlab-train`` and guided-diffusion's samplers write) or a run directory.
@@ -11,6 +13,11 @@ SAMPLES is an ``.npz`` with uint8 ``arr_0`` (N, H, W, C) and optional labels ``a
 none (the bundled digits are their reference, ``eval.real_count`` of them). Every other argument is
 a Hydra override of ``conf/evaluate.yaml`` (``eval.*`` as in training). Each image goes through
 Inception once for all metrics; under ``torchrun`` each process takes every W-th image.
+
+``val_loss`` scores a checkpoint instead (``ckpt=`` a ``.ckpt`` or a run directory): the value its
+training logs at that step, computed by the same code on the run's own EMA weights, objective,
+encoder and data (:mod:`ditlab.tools.checkpoint_val_loss`); ``eval.val_loss.*`` left null takes
+the run's own setting.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ from ditlab.config import compose
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
 from ditlab.inputs import check_npz, check_writable, read_sample_set
+from ditlab.metrics.val_loss import VAL_LOSS
 from ditlab.schema import check_config
+from ditlab.tools.checkpoint_val_loss import load_checkpoint_val_loss
 
 log = logging.getLogger("ditlab")
 USAGE = (
     "usage: ditlab-eval samples=SAMPLES.npz|RUN_DIR ref=REF.npz [eval.metrics=[fid,sfid,is,precision,recall]] "
-    "[key=value ...] (ref= is not needed for the digits metrics)"
+    "[key=value ...] (ref= is not needed for the digits metrics), or "
+    "ditlab-eval ckpt=RUN_DIR|CKPT eval.metrics=[val_loss] [eval.val_loss.KEY=VALUE ...]"
 )
 CLASSES = {"digits": 10}  # classes of the accuracy metrics' classifiers, by extractor
 BUILTIN_DIGITS_REF = "builtin:digits"  # what ``ref`` says in the result when the bundled digits were the reference
@@ -51,27 +61,90 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from ditlab.metrics.extractors import build_extractor
-    from ditlab.metrics.reference import read_reference
-    from ditlab.metrics.suite import METRICS, MetricSuite, check_metric_names, import_eval_modules, suite_options
+    from ditlab.metrics.suite import import_eval_modules
 
-    if OmegaConf.is_missing(cfg, "samples"):
-        raise DitlabError(f"no samples given; {USAGE}")
     ec = cfg.eval
     import_eval_modules(ec)
-    names = check_metric_names(list(ec.metrics or []))
+    sampled, wants_loss = requested_metrics(cfg)
+    sample_set = _read_sample_set(cfg, sampled) if sampled else None
+    check_writable(cfg.out, "out")  # before any work: a read-only folder is found now, not after evaluating
+    check_writable(cfg.write_ref, "write_ref")
+    checkpoint = None
+    if wants_loss:  # read and checked before any work too: a bad checkpoint or option costs nothing
+        checkpoint = load_checkpoint_val_loss(cfg.ckpt, ec.get("val_loss"), tuple(cfg.get("plugins") or ()))
+    rank, world = _init_distributed()
+    device = resolve_device(str(cfg.device))
+    result, suite = {}, None
+    if sample_set is not None:
+        result, suite = _score_samples(cfg, sampled, sample_set, rank, world, device)
+    if checkpoint is not None:  # every process computes the same value; rank 0 writes it
+        result.update(checkpoint.compute(device))
+    if rank == 0:
+        _write_outputs(cfg, result, suite, sample_set.images if sample_set else None)
+    return result
+
+
+def requested_metrics(cfg: DictConfig) -> tuple[list[str], bool]:
+    """(the sample metrics asked for, whether val_loss is): each given the argument it reads, and no
+    argument given that nothing reads (one line saying which)."""
+    from ditlab.metrics.suite import METRICS
+
+    names = list(cfg.eval.metrics or [])
+    unknown = [n for n in names if n != VAL_LOSS and n not in METRICS]
+    if unknown or not names:
+        raise DitlabError(
+            f"unknown metric(s) {unknown or names} in eval.metrics; choose from {', '.join(METRICS.names())}, "
+            f"{VAL_LOSS} (with ckpt=), or register your own and name its module in eval.modules"
+        )
+    sampled, wants_loss = [n for n in names if n != VAL_LOSS], VAL_LOSS in names
+    has_samples, has_ckpt = not OmegaConf.is_missing(cfg, "samples"), bool(cfg.get("ckpt"))
+    if sampled and not has_samples:
+        if has_ckpt:
+            raise DitlabError(
+                f"{sampled[0]} scores a sample set but no samples= was given: pass samples=SAMPLES.npz|RUN_DIR, "
+                f"or ask only eval.metrics=[{VAL_LOSS}] (ckpt= is read by {VAL_LOSS} alone)"
+            )
+        raise DitlabError(f"no samples given; {USAGE}")
+    if wants_loss and not has_ckpt:
+        raise DitlabError(
+            f"{VAL_LOSS} needs ckpt=runs/<run>|path.ckpt (the weights it scores; samples= serves the sample metrics)"
+        )
+    if has_ckpt and not wants_loss:
+        raise DitlabError(f"ckpt= is read by {VAL_LOSS} alone: add {VAL_LOSS} to eval.metrics or drop ckpt=")
+    if has_samples and not sampled:
+        raise DitlabError(
+            f"samples= is read by the sample metrics alone and eval.metrics=[{VAL_LOSS}] has none: drop samples= "
+            "or add a sample metric, e.g. eval.metrics=[val_loss,fd_digits]"
+        )
+    if cfg.write_ref and not sampled:
+        raise DitlabError("write_ref= writes a sample set's statistics: it needs samples= and a sample metric")
+    return sampled, wants_loss
+
+
+def _read_sample_set(cfg: DictConfig, names: list[str]) -> SimpleNamespace:
+    """The sample set (images, labels) and whether the bundled digits are the reference, checked."""
+    from ditlab.metrics.suite import METRICS
+
     builtin_ref = OmegaConf.is_missing(cfg, "ref") and all(METRICS.get(m).extractor == "digits" for m in names)
     if OmegaConf.is_missing(cfg, "ref") and not builtin_ref:
         raise DitlabError(f"no ref given (only the digits metrics have a built-in reference); {USAGE}")
     accuracy = [m for m in names if METRICS.get(m).kind == "accuracy"]  # these compare the samples' labels
     classes = CLASSES.get(METRICS.get(accuracy[0]).extractor) if accuracy else 0
     images, labels = load_samples(cfg.samples, classes)
-    check_writable(cfg.out, "out")  # before any work: a read-only folder is found now, not after evaluating
-    check_writable(cfg.write_ref, "write_ref")
     if not builtin_ref:
         check_npz(cfg.ref, "ref")
-    rank, world = _init_distributed()
-    device = resolve_device(str(cfg.device))
+    return SimpleNamespace(images=images, labels=labels, builtin_ref=builtin_ref)
+
+
+def _score_samples(
+    cfg: DictConfig, names: list[str], sample_set: SimpleNamespace, rank: int, world: int, device: torch.device
+) -> tuple[dict[str, Any], Any]:
+    """The sample metrics' values (collective under torchrun) and the suite that computed them."""
+    from ditlab.metrics.extractors import build_extractor
+    from ditlab.metrics.reference import read_reference
+    from ditlab.metrics.suite import METRICS, MetricSuite, suite_options
+
+    ec, images, labels = cfg.eval, sample_set.images, sample_set.labels
     n, side, _, channels = images.shape
     # What the extractor builders read of a dataset; 1-channel samples are taken for digits.
     data = SimpleNamespace(name="digits" if channels == 1 else "samples", channels=channels, resolution=side)
@@ -81,7 +154,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     suite = MetricSuite(names, extractors, suite_options(ec)).to(device)
     t0 = time.time()
-    if builtin_ref:
+    if sample_set.builtin_ref:
         suite.load_real(digits_reference(suite, extractors, side, ec, cfg.paths.cache_dir, device))
     else:
         suite.load_real(
@@ -97,7 +170,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     values = suite.compute()  # collective under torchrun
     result = {
         "samples": str(cfg.samples),
-        "ref": BUILTIN_DIGITS_REF if builtin_ref else str(cfg.ref),
+        "ref": BUILTIN_DIGITS_REF if sample_set.builtin_ref else str(cfg.ref),
         "num_samples": int(n),
         **values,
         "extractors": {e: x.identity for e, x in extractors.items()},
@@ -105,9 +178,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         "seconds": round(time.time() - t0, 2),
         "processes": world,
     }
-    if rank == 0:
-        _write_outputs(cfg, result, suite, images)
-    return result
+    return result, suite
 
 
 def _write_outputs(cfg: DictConfig, result: dict[str, Any], suite: Any, images: Any) -> None:
