@@ -112,7 +112,7 @@ def val_loss_settings(given: Any, stored: DictConfig) -> tuple[dict[str, Any], d
     for key in UNUSED_HERE:
         if given.get(key) is not None:
             raise DitlabError(
-                f"eval.val_loss.{key} is when training computes val_loss; ditlab-eval computes it once: drop it"
+                f"eval.val_loss.{key} sets how often training computes val_loss; ditlab-eval computes it once: drop it"
             )
         run.pop(key, None)
     chosen = {**run, **{k: v for k, v in given.items() if v is not None}}
