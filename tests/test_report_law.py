@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from scipy.stats import t as student_t
 
 from ditlab.config import CONFIG_DIR
 from ditlab.report.calibration import CASES, coverage
@@ -53,12 +54,35 @@ def test_too_few_points_or_sizes_are_refused():
     assert "2 distinct model sizes" in fit_joint_law(G, D, surface(G, D))
 
 
+def test_run_offsets_give_each_quantity_its_own_degrees_of_freedom():
+    """With a per-run offset, beta (pinned by the evaluations within a run) gets far more degrees of
+    freedom than alpha (pinned by the runs alone); the covariance is the sum of its two components."""
+    rng = np.random.default_rng(0)
+    G, D = (v.ravel() for v in np.meshgrid(np.geomspace(0.002, 0.064, 6), np.geomspace(3e4, 5e5, 5)))
+    offsets = dict(zip(np.unique(G), rng.normal(0, 0.02, 6)))
+    L = surface(G, D) * np.exp(rng.normal(0, 0.01, len(G)) + np.array([offsets[g] for g in G]))
+    law = fit_joint_law(G, D, L)
+    (s_e, m_e, _, dof_e), (s_b, m_b, _, dof_b) = law.components
+    assert (dof_e, dof_b) == (30 - 6 - 2, 6 - 3)
+    assert np.allclose(law.cov, s_e * m_e + s_b * m_b)
+    assert min(np.linalg.eigvalsh(m_e)) > -1e-12 * np.abs(m_e).max()  # positive semi-definite
+
+    def dof(i):  # the Satterthwaite degrees of freedom the interval of parameter i uses
+        parts = [ms * M[i, i] for ms, M, _, _ in law.components]
+        return sum(parts) ** 2 / sum(w**2 / nu for w, (_, _, _, nu) in zip(parts, law.components))
+
+    assert dof(4) > 2 * dof(3) and 3 <= dof(3) < 10 and dof(4) > 10  # beta vs alpha
+    lo, hi = law.param_interval("alpha")
+    assert hi - law.alpha == pytest.approx(student_t.ppf(0.975, dof(3)) * np.sqrt(law.cov[3, 3]), rel=1e-9)
+
+
 @pytest.mark.parametrize(
     "name,sweeps,floor",
     [
         ("power law, n=6, t", 400, 0.92),  # the former percentile bootstrap: 85.5-91 % here
         ("irreducible, n=5, t", 60, 0.85),
         ("joint law, 6 runs x 5 evals, 1 % scatter", 40, 0.85),
+        ("joint law, + 1 % per-run offset (correlated evals)", 40, 0.85),
     ],
 )
 def test_intervals_cover_about_95_percent(name, sweeps, floor):
@@ -70,7 +94,7 @@ def test_intervals_cover_about_95_percent(name, sweeps, floor):
 
 @pytest.mark.slow
 def test_intervals_are_calibrated_on_many_sweeps():
-    for name in ("power law, n=5, t", "irreducible, n=6, t"):
+    for name in ("power law, n=5, t", "irreducible, n=6, t", "joint law, 6 runs x 5 evals, 1 % scatter"):
         result = coverage(next(c for c in CASES if c["name"] == name), 1000, seed=3)
         for quantity, share in result["coverage"].items():
             assert 0.93 <= share <= 0.97, (name, quantity, share)

@@ -55,6 +55,9 @@ class JointLaw:
     cov: np.ndarray | None  # covariance of (E, A, B, alpha, beta)
     rmse_log: float
     flags: list[str] = field(default_factory=list)
+    # With run offsets: cov = Σ_k ms_k · M_k over two mean squares (within runs, between runs) and
+    # their degrees of freedom, so each quantity gets its own Satterthwaite degrees of freedom.
+    components: list[tuple[float, np.ndarray, float, int]] = field(default_factory=list)  # (ms, M, new-run share, dof)
 
     @property
     def params(self) -> np.ndarray:
@@ -80,16 +83,30 @@ class JointLaw:
         d = gd / g
         return g * self.g0, d * self.d0, float(E + A * g**-al + B * d**-be)
 
-    def _q(self, level: float) -> float:
+    def _half_width(self, grad: np.ndarray, level: float, new_run: bool = False) -> float:
+        """t quantile × standard error of grad · params (plus a new run's scatter).
+
+        Without run offsets: t on n − 5 degrees of freedom. With them the variance is a sum of the
+        within-run and between-run mean squares, weighted per quantity: Satterthwaite (1946,
+        *Biometrics Bulletin* 2:110) gives each its degrees of freedom, so a quantity the evaluations
+        within a run pin down (β) gets nearly n − runs, one the runs pin down (α) nearly runs − 3.
+        """
         from scipy.stats import t as student_t
 
-        return float(student_t.ppf(0.5 + level / 2, max(self.dof, 1)))
+        if not self.components:
+            var, dof = float(grad @ self.cov @ grad) + (self.scale**2 if new_run else 0.0), float(self.dof)
+        else:
+            parts = [ms * (float(grad @ M @ grad) + (share if new_run else 0.0)) for ms, M, share, _ in self.components]
+            var = sum(parts)
+            denom = sum(w**2 / nu for w, (_, _, _, nu) in zip(parts, self.components))
+            dof = var**2 / denom if denom > 0 else float(self.dof)
+        return float(student_t.ppf(0.5 + level / 2, max(dof, 1.0))) * math.sqrt(max(var, 0.0))
 
     def param_interval(self, name: str, level: float = 0.95) -> tuple[float, float] | None:
         if self.cov is None:
             return None
         i = PARAMS.index(name)
-        half = self._q(level) * math.sqrt(max(self.cov[i, i], 0.0))
+        half = self._half_width(np.eye(len(PARAMS))[i], level)
         lo = self.params[i] - half
         return (max(lo, 0.0), self.params[i] + half)
 
@@ -98,7 +115,7 @@ class JointLaw:
             return None
         s = self.alpha + self.beta
         grad = np.array([0, 0, 0, -self.beta / s**2, self.alpha / s**2])
-        half = self._q(level) * math.sqrt(max(float(grad @ self.cov @ grad), 0.0))
+        half = self._half_width(grad, level)
         return (self.a - half, self.a + half)
 
     def log_interval(self, f: Callable[[np.ndarray], float], level: float = 0.95, new_run: bool = False):
@@ -109,8 +126,7 @@ class JointLaw:
         if not (centre > 0 and math.isfinite(centre)):
             return None
         grad = _gradient(lambda p: math.log(f(p)), self.params)
-        var = float(grad @ self.cov @ grad) + (self.scale**2 if new_run else 0.0)
-        half = self._q(level) * math.sqrt(max(var, 0.0))
+        half = self._half_width(grad, level, new_run)
         return (centre * math.exp(-half), centre * math.exp(half))
 
     def loss_interval(self, G: float, D: float, level: float = 0.95, new_run: bool = False):
@@ -137,7 +153,7 @@ class JointLaw:
             "huber_delta_log": self.huber,
             "flags": list(self.flags),
             "interval_method": "Huber sandwich covariance with run offsets, Wald/delta method, t quantiles on "
-            "n - 5 degrees of freedom (runs - 3 where runs are offset)",
+            "n - 5 degrees of freedom (where runs are offset: Satterthwaite's, between runs - 3 and n - runs - 2)",
         }
 
 
@@ -164,7 +180,7 @@ def fit_joint_law(G: Any, D: Any, L: Any, runs: Any = None) -> JointLaw | str:
     p, res = _polish([p, *starts[:2]], g, d, logL, f_scale=huber)
     law = JointLaw(*p, g0=g0, d0=d0, n=len(L), dof=len(L) - len(PARAMS), scale=0.0, huber=huber, cov=None,
                    rmse_log=float(np.sqrt(np.mean(res**2))))  # fmt: skip
-    law.cov, law.scale, law.dof = _sandwich(p, g, d, res, huber, runs)
+    law.cov, law.scale, law.dof, law.components = _sandwich(p, g, d, res, huber, runs)
     for name, (lo, hi) in (("alpha", EXPONENT_BOUNDS), ("beta", EXPONENT_BOUNDS)):
         if not lo * 1.01 < getattr(law, name) < hi * 0.99:
             law.flags.append(f"{name} = {getattr(law, name):.3g} at the edge of its search range")
@@ -214,15 +230,19 @@ def _polish(starts: list[np.ndarray], g, d, logL, f_scale: float | None) -> tupl
     return best.x, resid(best.x)
 
 
-def _sandwich(p: np.ndarray, g, d, res: np.ndarray, huber: float, runs: np.ndarray) -> tuple[np.ndarray, float, int]:
-    """(covariance of the parameters, a new run's scatter, degrees of freedom).
+def _sandwich(
+    p: np.ndarray, g, d, res: np.ndarray, huber: float, runs: np.ndarray
+) -> tuple[np.ndarray, float, int, list]:
+    """(covariance of the parameters, a new run's scatter, the smallest degrees of freedom, the
+    covariance's mean-square components for :meth:`JointLaw._half_width`).
 
     Huber's M-estimator sandwich (JᵀJ)⁻¹ Jᵀ Σ J (JᵀJ)⁻¹ on the clipped residuals ψ, with Σ the
     variance-components model of a sweep: every evaluation scatters (σ_e²) and every run is offset as
     a whole (σ_r², shared by its evaluations: seed, data order). σ_e² comes from the scatter around
     each run's mean residual, σ_r² from the run means (ANOVA / method of moments; the run means lose
-    3 degrees of freedom to E, A and alpha, which absorb run-level offsets). With a run offset the t
-    quantiles use runs − 3 degrees of freedom: the runs, not the evaluations, pin down the size axis.
+    3 degrees of freedom to E, A and alpha, which absorb run-level offsets). With a run offset each
+    quantity's t quantile has Satterthwaite degrees of freedom between runs − 3 (the runs pin down the
+    size axis) and n − runs − 2 (the evaluations within a run pin down the data axis, B and β).
     """
     E, A, B, al, be = p
     pred = E + A * g**-al + B * d**-be
@@ -237,18 +257,24 @@ def _sandwich(p: np.ndarray, g, d, res: np.ndarray, huber: float, runs: np.ndarr
     R = len(labels)
     means = np.bincount(idx, weights=psi) / counts
     s2_total = float((psi**2).sum()) / max(n - k, 1)
-    s2_e, s2_r = s2_total, 0.0
-    if n > R and R > 3:
-        s2_e = float(((psi - means[idx]) ** 2).sum()) / (n - R)
-        between = float((counts * means**2).sum()) / (R - 3)  # E = m σ_r² + σ_e² (per run)
-        s2_r = max(0.0, (between - s2_e) / float(counts.mean()))
-    if s2_r == 0.0:
-        return s2_total * np.linalg.pinv(jac.T @ jac), math.sqrt(s2_total), n - k
+    within_dof = n - R - 2  # B and beta vary within a run; E, A and alpha only between runs
+    if within_dof <= 0 or R <= 3:  # one evaluation per run, or too few runs: no components
+        return s2_total * np.linalg.pinv(jac.T @ jac), math.sqrt(s2_total), n - k, []
+    s2_e = float(((psi - means[idx]) ** 2).sum()) / within_dof
+    between = float((counts * means**2).sum()) / (R - 3)  # E[between] = m σ_r² + σ_e² (per run)
+    m = float(counts.mean())
+    # Unbiased without truncating σ_r² = (between − s2_e)/m at zero (truncating selects small s2_e):
+    # covariance = s2_e · M_within + between · M_between, both positive semi-definite.
     bread = np.linalg.pinv(jac.T @ jac)
     per_run = np.zeros((R, k))
     np.add.at(per_run, idx, jac)  # Σ_runs (Jᵀ 1)(1ᵀ J) = Jᵀ Z Zᵀ J
-    meat = s2_e * (jac.T @ jac) + s2_r * (per_run.T @ per_run)
-    return bread @ meat @ bread, math.sqrt(s2_e + s2_r), max(min(n - k, R - 3), 1)
+    run_mean_part = per_run / np.sqrt(counts)[:, None]  # Jᵀ J minus this part: the within-run scatter
+    m_within = bread @ (jac.T @ jac - run_mean_part.T @ run_mean_part) @ bread
+    m_between = bread @ (per_run.T @ per_run / m) @ bread
+    components = [(s2_e, m_within, 1 - 1 / m, within_dof), (between, m_between, 1 / m, R - 3)]
+    cov = s2_e * m_within + between * m_between
+    scale = math.sqrt(max(s2_e * (1 - 1 / m) + between / m, 0.0))
+    return cov, scale, max(min(n - k, R - 3), 1), components
 
 
 def _gradient(f: Callable[[np.ndarray], float], p: np.ndarray) -> np.ndarray:
