@@ -275,6 +275,8 @@ CASES = [
     (E, ["{files}/good.npz"], "ref"),
     (E, ["{files}/good.npz", *EVAL, "out={files}/plain.txt/m.json"], "plain.txt"),
     (E, ["{files}/good.npz", *EVAL, "write_ref={files}/plain.txt/r.npz"], "plain.txt"),
+    (E, ["{files}/good.npz", *EVAL, "out={files}/plain.txt"], "plain.txt already exists"),  # not replaced unasked
+    (E, ["{files}/good.npz", *EVAL, "write_ref={files}/plain.txt"], "overwrite=true"),
     (E, ["{files}/good.npz", *EVAL, "progress=maybe"], "progress"),
     (E, ["{files}/good.npz", *EVAL, "bogus=1"], "bogus"),
     # ditlab-eval, samples= spelling: refused the same way
@@ -324,6 +326,7 @@ CASES = [
     (C, ["samples={files}/labels_out.npz"], "labels_out.npz"),
     (C, ["samples={files}/no_labels.npz"], "no_labels.npz"),
     (C, ["samples={files}/good.npz", "out={files}/plain.txt/r.json"], "plain.txt"),
+    (C, ["samples={files}/good.npz", "out={files}/plain.txt"], "plain.txt already exists"),
     (C, ["samples={files}/good.npz", "cache_dir={root}/payload_cache"], "Python objects"),
     (C, ["samples={files}/good.npz", "bogus=1"], "bogus"),
     # ditlab-report

@@ -240,6 +240,10 @@ def test_ditlab_eval_main_scores_a_sample_file_against_a_reference(tmp_path, mon
     assert saved["fid"] > 0 and 0 <= saved["precision"] <= 1 and saved["is_std"] >= 0
     with np.load(tmp_path / "samples_ref.npz") as f:  # usable as a reference, by ditlab or the ADM evaluator
         assert np.array_equal(f["arr_0"], samples) and f["mu"].shape == (6,)
+    (tmp_path / "out.json").write_text("{}")  # a rerun replaces its results only when asked
+    main([f"samples={tmp_path / 'samples.npz'}", f"ref={tmp_path / 'ref.npz'}", "eval.is_split_size=10",
+          "eval.metrics=[fid]", f"out={tmp_path / 'out.json'}", "overwrite=true", "progress=false"])  # fmt: skip
+    assert json.loads((tmp_path / "out.json").read_text())["fid"] == pytest.approx(saved["fid"])
     for argv, needle in (
         ([f"samples={tmp_path / 'samples.npz'}"], "no ref given"),
         ([f"samples={tmp_path / 'nope.npz'}", f"ref={tmp_path / 'ref.npz'}"], "nope.npz not found"),

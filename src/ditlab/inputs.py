@@ -46,21 +46,29 @@ def python_objects(path: str | Path, what: str, fix: str) -> DitlabError:
     return DitlabError(f"{path} holds Python objects{what} that weights-only loading will not run; {fix}")
 
 
-def check_writable(path: str | Path | None, option: str) -> None:
+def check_writable(path: str | Path | None, option: str, file: bool = False) -> None:
     """Refuse, before any work, an output path whose folder cannot be created or written.
 
-    ``path`` is the output file or folder; its nearest existing ancestor decides (os.access also
-    reports a read-only file system for root)."""
+    ``path`` is the output folder (or, with ``file=True``, file); its nearest existing ancestor
+    decides (os.access also reports a read-only file system for root)."""
     if not path:
         return
     target = Path(str(path)).expanduser().absolute()
-    folder = target
+    folder = target.parent if file and target.is_file() else target  # an output file that exists: its folder
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
         raise DitlabError(f"{option}={path}: {folder} is a file, not a folder; choose another {option}")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.is_file() and not os.access(target, os.W_OK)):
         raise DitlabError(f"{option}={path}: {folder} is not writable (read-only); choose another {option}")
+
+
+def check_new_file(path: str | Path | None, option: str, overwrite: bool) -> None:
+    """Refuse an output file that exists unless ``overwrite=true`` (nothing written is replaced unasked)."""
+    if path and Path(str(path)).expanduser().is_file() and not overwrite:
+        raise DitlabError(
+            f"{option}={path} already exists; choose another {option}=... or pass overwrite=true to replace it"
+        )
 
 
 def read_sample_set(

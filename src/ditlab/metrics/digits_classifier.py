@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError, one_line_errors
-from ditlab.inputs import check_writable, read_sample_set
+from ditlab.inputs import check_new_file, check_writable, read_sample_set
 from ditlab.nets.digits import (
     CACHE_VERSION,  # noqa: F401 -- still read here by callers of ditlab-classify's module
     DigitsClassifier,
@@ -107,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         help="default: $DITLAB_CACHE, $XDG_CACHE_HOME/ditlab or ~/.cache/ditlab",
     )
     parser.add_argument("--out", help="also write the result as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parse_key_values(parser, argv, {"samples": "samples"})  # samples=X cache_dir=Y (or the old X --cache-dir Y)
     with one_line_errors():
-        check_writable(args.out, "--out")  # before the classifier runs (or is trained and cached)
+        check_writable(args.out, "--out", file=True)  # before the classifier runs (or is trained and cached)
+        check_new_file(args.out, "--out", args.overwrite)
         result = classify_npz(args.samples, args.cache_dir)
     text = json.dumps(result, indent=2)
     print(text)

@@ -39,7 +39,7 @@ from ditlab import progress
 from ditlab.config import compose
 from ditlab.devices import resolve_device
 from ditlab.errors import DitlabError, one_line_errors
-from ditlab.inputs import check_npz, check_writable, read_sample_set
+from ditlab.inputs import check_new_file, check_npz, check_writable, read_sample_set
 from ditlab.metrics.val_loss import VAL_LOSS
 from ditlab.schema import check_config
 from ditlab.tools.checkpoint_val_loss import load_checkpoint_val_loss
@@ -67,8 +67,10 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     import_eval_modules(ec)
     sampled, wants_loss = requested_metrics(cfg)
     sample_set = _read_sample_set(cfg, sampled) if sampled else None
-    check_writable(cfg.out, "out")  # before any work: a read-only folder is found now, not after evaluating
-    check_writable(cfg.write_ref, "write_ref")
+    check_writable(cfg.out, "out", file=True)  # before any work: a read-only folder is found now, not after evaluating
+    check_writable(cfg.write_ref, "write_ref", file=True)
+    for option in ("out", "write_ref"):
+        check_new_file(cfg.get(option), option, bool(cfg.get("overwrite", False)))
     checkpoint = None
     if wants_loss:  # read and checked before any work too: a bad checkpoint or option costs nothing
         checkpoint = load_checkpoint_val_loss(cfg.ckpt, ec.get("val_loss"), tuple(cfg.get("plugins") or ()))
