@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import lightning as L
+import pytest
 from conftest import compose_train
 
+from ditlab import progress
 from ditlab.training.train import train
 
 
@@ -43,3 +45,14 @@ def test_the_bar_counts_run_steps_and_cosmetic_switches_do_not_block_a_resume(tm
     assert summary["steps"] == 8 and seen is None  # tqdm's own switch turns the training bar off too
     changes = [json.loads(line)["changes"] for line in (run / "resumes.jsonl").read_text().splitlines()]
     assert changes[0]["progress"] == [True, False] and changes[1]["progress"] == [False, True]
+
+
+@pytest.mark.parametrize("interval_s", [progress.LOG_INTERVAL_S, 0.0])
+def test_a_log_file_gets_the_final_line_once(train_cfg, capsys, monkeypatch, interval_s):
+    # capsys's stdout is no terminal: each draw is a line. Lightning's epoch-end redraw followed by
+    # close()'s wrote the last line twice; with interval 0 the last update writes it already.
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", interval_s)
+    train(train_cfg("trainer.max_steps=2", "trainer.enable_progress_bar=true", "progress=true"))
+    lines = capsys.readouterr().out.splitlines()
+    final = [line for line in lines if "| 2/2 [" in line]
+    assert len(final) == 1 and final[0] == [line for line in lines if "step/s" in line][-1], lines

@@ -22,11 +22,14 @@ class StepProgressBar(TQDMProgressBar):
 
     A run without a step limit (``max_steps=-1``) keeps Lightning's per-epoch bar."""
 
+    _log_file = False  # the bar writes to a file (a line per draw), not a terminal: set by init_train_tqdm
+
     def init_train_tqdm(self) -> Tqdm:
         steps = int(self.trainer.max_steps or -1)
         if steps <= 0:
             return super().init_train_tqdm()
         log_file = not progress.is_terminal(sys.stdout)  # plain lines, at most every LOG_INTERVAL_S
+        self._log_file = log_file
         return Tqdm(  # Lightning's arguments, counting steps from this attempt's first one
             desc=self.train_description,
             position=2 * self.process_position,
@@ -59,3 +62,25 @@ class StepProgressBar(TQDMProgressBar):
         if bar is not None and not bar.disable and self._should_update(step, bar.total):
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.update(step - bar.n)  # redraws unless drawn less than mininterval ago
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if int(trainer.max_steps or -1) <= 0:
+            super().on_train_epoch_end(trainer, pl_module)
+            return
+        # Lightning redraws here (set_postfix refreshes), right before on_train_end's close() draws the
+        # same final state again: two identical last lines in a log file, where each draw is a line.
+        # The next update or close() draws these metrics.
+        bar = self.train_progress_bar
+        if not bar.disable:
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+        if self._leave:
+            bar.close()
+
+    def on_train_end(self, trainer: Any, *args: Any) -> None:
+        bar = self.train_progress_bar
+        drawn = bar is not None and not bar.disable and bar.last_print_n == bar.n
+        if int(trainer.max_steps or -1) > 0 and self._log_file and drawn:
+            # The last update already wrote the final step's line (its LOG_INTERVAL_S had passed):
+            # close without writing it again (on a terminal, leave=False would erase the bar).
+            bar.leave = False
+        super().on_train_end(trainer, *args)
