@@ -11,13 +11,12 @@ process takes part in sampling and in the (collective) metric computation: none 
 Outputs in the run directory: ``eval/metrics.jsonl`` (one row per evaluation: step, images seen,
 values, recipe), ``eval/grid_step<N>.png``. The values enter Lightning's ``callback_metrics`` as
 ``eval/<metric>`` (so ``ModelCheckpoint(monitor=...)``, early stopping and the progress bar see them)
-and the loggers get them, with the grid, at the evaluation's step.
+and the loggers get them, with the grid, at the evaluation's step (the recording:
+:mod:`ditlab.training.eval_outputs`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ditlab.atomic import replace_atomically
 from ditlab.devices import autocast
 from ditlab.errors import DitlabError
 from ditlab.inputs import check_npz
@@ -37,12 +35,9 @@ from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_na
 from ditlab.metrics.val_loss import VAL_LOSS, ValidationLoss, val_loss_options
 from ditlab.progress import bar as progress_bar
 from ditlab.samplers.generate import SampleRecipe, generate
-from ditlab.samplers.grid import grid_to_uint8, label_grid, save_grid
+from ditlab.training.eval_outputs import EVAL_DIR, HISTORY_FILE, logged_scalars, mark_last_row_final, record_evaluation
 from ditlab.training.eval_ranks import rank_zero_first, rng_untouched, run_real_stats
 
-log = logging.getLogger("ditlab")
-HISTORY_FILE = "metrics.jsonl"
-EVAL_DIR = "eval"
 PRECISIONS = ("fp32", "bf16")  # of ditlab.devices.AUTOCAST_DTYPES
 
 
@@ -190,10 +185,8 @@ class EvalCallback(L.Callback):
             self.evaluate(trainer, pl_module, final=True)
         elif self.cfg.final and self.history:  # stopped at an evaluation step: that evaluation is the final one
             self.history[-1]["final"] = True
-            history = self.run_dir / EVAL_DIR / HISTORY_FILE
-            if trainer.is_global_zero and history.exists():  # metrics.jsonl says so too
-                rows = [*history.read_text().splitlines()[:-1], json.dumps(self.history[-1])]
-                replace_atomically(history, lambda tmp: tmp.write_text("\n".join(rows) + "\n"))
+            if trainer.is_global_zero:  # metrics.jsonl says so too
+                mark_last_row_final(self.run_dir, self.history[-1])
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A checkpoint that already reached trainer.max_steps: Lightning skips the training loop and
@@ -249,7 +242,7 @@ class EvalCallback(L.Callback):
             row["val_loss_recipe"] = {**self.val_loss.describe(), "seconds": loss["seconds"]}
         if sampled:
             row["recipe"] = self.recipe(trainer, pl_module, sampled["nfe"])
-        scalars = self._scalars(row)
+        scalars = logged_scalars(row, len(self.labels), self.guidance["scale"])
         if world > 1:  # every process logs the same numbers (sample counts and times differ per rank)
             scalars = trainer.strategy.broadcast(scalars, src=0)
         if log_to is not None:
@@ -261,7 +254,7 @@ class EvalCallback(L.Callback):
                     key, value, on_step=True, on_epoch=False, logger=False, sync_dist=False, prog_bar=key == first
                 )
         if rank == 0:
-            self._record(trainer, row, scalars, grid)
+            record_evaluation(trainer, self.run_dir, self.cfg, row, scalars, grid)
         self.history.append(row)
         return row
 
@@ -325,20 +318,6 @@ class EvalCallback(L.Callback):
             np.concatenate([p[2] for p in pieces]).astype(np.int64),
         )
 
-    def _scalars(self, row: dict[str, Any]) -> dict[str, float]:
-        scalars = {f"eval/{k}": float(v) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
-        if "recipe" not in row:  # val_loss alone: no samples were drawn
-            return {**scalars, "eval/seconds": float(row["seconds"])}
-        scalars.update(
-            {
-                "eval/nfe": float(row["recipe"]["nfe"]),
-                "eval/num_samples": float(len(self.labels)),
-                "eval/cfg_scale": float(self.guidance["scale"]),
-                "eval/seconds": float(row["seconds"]),
-            }
-        )
-        return scalars
-
     def recipe(self, trainer: L.Trainer, pl_module: L.LightningModule, nfe: int) -> dict[str, Any]:
         return SampleRecipe(
             sampler=self.sampler.describe(),
@@ -372,45 +351,3 @@ class EvalCallback(L.Callback):
             },
             "eval_history": f"{EVAL_DIR}/{HISTORY_FILE}",
         }
-
-    # ------------------------------------------------------------------ outputs (rank 0)
-    def _record(
-        self,
-        trainer: L.Trainer,
-        row: dict[str, Any],
-        scalars: dict[str, float],
-        grid: list[tuple[np.ndarray, np.ndarray]],
-    ) -> None:
-        out = self.run_dir / EVAL_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / HISTORY_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        image = self._save_grid(grid, out / f"grid_step{row['step']:07d}.png", title=f"step {row['step']}")
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=row["step"])
-            if image is not None and hasattr(logger, "log_image"):  # wandb
-                logger.log_image(
-                    key="eval/samples",
-                    images=[image],
-                    step=row["step"],
-                    caption=[f"step {row['step']}, EMA, cfg {self.guidance['scale']}"],
-                )
-            elif image is not None and hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
-                logger.experiment.add_image("eval/samples", image, row["step"], dataformats="HWC")
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-        drawn = f"{len(self.labels)} samples, EMA, nfe {row['recipe']['nfe']}" if "recipe" in row else "EMA, no samples"
-        log.info("eval at step %d (%s): %s", row["step"], drawn, shown)
-
-    def _save_grid(self, grid: list[tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> np.ndarray | None:
-        """One row per class (up to eval.grid_per_class samples each) from the first chunk."""
-        if not grid:
-            return None
-        image = label_grid(
-            np.concatenate([g[0] for g in grid]),
-            np.concatenate([g[1] for g in grid]),
-            int(self.cfg.grid_per_class),
-            int(self.cfg.grid_upscale),
-            title=title,
-        )
-        save_grid(image, path)
-        return grid_to_uint8(image)
