@@ -74,6 +74,19 @@ def test_cpu_scaling_is_the_size_by_patch_grid_on_digits():
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2  # both cores
 
 
+@pytest.mark.parametrize(
+    "name,jobs,patches",
+    [("cpu_scaling_law", 12, {"2"}), ("cpu_scaling_law_patches", 16, {"2", "4"})],
+)
+def test_the_scaling_law_studies_run_exactly_their_grid(name, jobs, patches):
+    """Sweep params merge with the parent recipe's (cpu_scaling sweeps model=tiny,small and patch 2,4,8):
+    each study pins those axes, or it silently runs 2-3x the jobs it documents (it happened, twice)."""
+    points = grid(compose_with_hydra(f"experiment={name}"))
+    assert len(points) == jobs and len({tuple(p) for p in points}) == jobs
+    assert {o.split("=")[1] for p in points for o in p if o.startswith("model.patch_size=")} == patches
+    assert {o for p in points for o in p if o.startswith("model=")} == {"model=tiny"}
+
+
 def test_paper_recipes_use_the_papers_settings():
     cfg = compose_with_hydra("experiment=paper_table4", "data.root=/x")
     assert (cfg.optim.lr, cfg.ema.decay, cfg.data.batch_size, cfg.trainer.max_steps) == (1e-4, 0.9999, 256, 400000)

@@ -169,6 +169,29 @@ def test_budget_recommends_a_preset_steps_and_a_loss_with_an_interval(tmp_path, 
     assert "## Joint scaling law of val_loss" in md and f"**{preset['model']}**" in md
 
 
+def test_law_from_step_leaves_out_the_warm_up_and_the_metric_map_compares_final_evaluations(tmp_path, capsys):
+    """Evaluations during the EMA's warm-up are off the law (here 3x its loss, samples saturated at
+    fd_digits 400): law_from_step leaves them out; the loss -> fd_digits map uses each run's last one."""
+    make_law_sweep(tmp_path / "sweep")
+    for metrics in (tmp_path / "sweep").glob("*/eval/metrics.jsonl"):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        warm_up = {"step": 50, "images_seen": 50 * BATCH, "val_loss": 3 * rows[0]["val_loss"], "fd_digits": 400.0}
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in [warm_up, *rows]))
+    fits = {}
+    for from_step in (0, 200):
+        out = tmp_path / f"report_{from_step}"
+        main([f"sweep={tmp_path / 'sweep'}", f"law_from_step={from_step}", f"out={out}", "wandb=false"])
+        fits[from_step] = json.loads((out / "scaling.json").read_text())["joint_law"]
+    capsys.readouterr()
+    assert fits[0]["fit"]["n"] == 36 and fits[200]["fit"]["n"] == 30 and fits[200]["from_step"] == 200
+    assert abs(fits[200]["fit"]["alpha"] - LAW["alpha"]) < 0.1
+    assert fits[0]["fit"]["rmse_log"] > 5 * fits[200]["fit"]["rmse_log"]  # the warm-up is off the law
+    assert fits[200]["fit"]["ci"]["beta"][0] < LAW["beta"] < fits[200]["fit"]["ci"]["beta"][1]
+    for joint in fits.values():  # 6 runs, their final evaluations: fd_digits = 3 * val_loss^1.5
+        assert joint["metric_map"]["n"] == 6 and joint["metric_map"]["b"] == pytest.approx(1.5, abs=0.1)
+    assert "(from step 200)" in (tmp_path / "report_200/report.md").read_text()
+
+
 def test_bad_budget_inputs_name_what_is_missing_and_write_nothing(tmp_path, capsys):
     make_law_sweep(tmp_path / "sweep")
     make_law_sweep(tmp_path / "no_loss", with_val_loss=False)

@@ -39,14 +39,19 @@ CALIBRATION = (
 )
 
 
-def law_points(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(G, D, L, run names): every evaluation of a non-failed run with known Gflops that has the metric."""
+def law_points(
+    runs: list[Run], metric: str, from_step: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(G, D, L, run names): every evaluation (at step ``from_step`` or later) of a non-failed run with
+    known Gflops that has the metric."""
     G, D, L, names = [], [], [], []
     for run in runs:
         gflops = run.summary.get("gflops")
         if run.status == "failed" or not isinstance(gflops, (int, float)) or gflops <= 0:
             continue
         for row in run.history:
+            if from_step and (row.get("step") or 0) < from_step:
+                continue  # before the EMA forgot its initialisation: not on the law (docs/scaling.md)
             value, seen = row.get(metric), row.get("images_seen")
             if isinstance(value, (int, float)) and isinstance(seen, (int, float)) and seen > 0 and value > 0:
                 G.append(float(gflops))
@@ -64,11 +69,15 @@ def law_metric_for(runs: list[Run], requested: str | None) -> str | None:
 
 
 def joint_study(
-    runs: list[Run], law_metric: str, budget: float | None = None, sweep_metric: str | None = None
+    runs: list[Run],
+    law_metric: str,
+    budget: float | None = None,
+    sweep_metric: str | None = None,
+    from_step: int = 0,
 ) -> dict[str, Any]:
     """The fitted law (as a dict with the :class:`JointLaw` under ``"_law"``) and, with a budget, the
     recommendation. Raises DitlabError for bad input when a budget is asked for."""
-    G, D, L, names = law_points(runs, law_metric)
+    G, D, L, names = law_points(runs, law_metric, from_step)
     if not len(L):
         raise DitlabError(
             f"no run has {law_metric} in eval/metrics.jsonl; pick law_metric=NAME from the runs' eval "
@@ -80,6 +89,7 @@ def joint_study(
     compute = training_compute(G, D)
     out: dict[str, Any] = {
         "metric": law_metric,
+        "from_step": from_step,
         "runs": sorted(set(names)),
         "fit": law.as_dict(),
         "allocation": {
@@ -103,14 +113,20 @@ def joint_study(
 
 
 def metric_map(runs: list[Run], law_metric: str, sweep_metric: str) -> PowerLawFit | str:
-    """``sweep_metric = k · law_metric^m`` over the evaluations that logged both (t intervals)."""
-    pairs = [
-        (row[law_metric], row[sweep_metric])
-        for r in runs
-        if r.status != "failed"
-        for row in r.history
-        if isinstance(row.get(law_metric), (int, float)) and isinstance(row.get(sweep_metric), (int, float))
-    ]
+    """``sweep_metric = k · law_metric^m`` over each run's last evaluation that logged both (t intervals).
+
+    One point per run, all at the end of training: the relation between a loss and a sampled metric
+    moves during training (early samples are poor at any loss), so evaluations of one stage are
+    compared (measured in experiments/cpu_scaling_law)."""
+    pairs = []
+    for r in runs:
+        both = [
+            row
+            for row in r.history
+            if isinstance(row.get(law_metric), (int, float)) and isinstance(row.get(sweep_metric), (int, float))
+        ]
+        if r.status != "failed" and both:
+            pairs.append((both[-1][law_metric], both[-1][sweep_metric]))
     if not pairs:
         return f"no evaluation has both {law_metric} and {sweep_metric}"
     x, y = np.array(pairs, dtype=float).T

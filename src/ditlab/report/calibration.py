@@ -127,12 +127,12 @@ CASES: list[dict[str, Any]] = [
         {"name": f"irreducible, n={n}, t", "kind": "irreducible", "n": n, "noise": 0.015, "method": "t"}
         for n in (5, 6, 8, 10)
     ),
-    {"name": "joint law, 6 runs x 5 evals, 1 % scatter", "kind": "joint", "noise": 0.01, "sweeps": 400},
+    {"name": "joint law, 6 runs x 5 evals, 1 % scatter", "kind": "joint", "noise": 0.01, "sweeps": 1000},
     {
         "name": "joint law, + 1 % per-run offset (correlated evals)",
         "kind": "joint",
         "noise": 0.01,
         "run_noise": 0.01,
-        "sweeps": 400,
+        "sweeps": 1000,
     },  # fmt: skip
 ]

@@ -60,12 +60,15 @@ def build_report(
     budget: float | None = None,
     law_metric: str | None = None,
     wandb: bool = True,
+    law_from_step: int = 0,
 ) -> dict[str, Any]:
     runs, left_out = _runs_to_report(root, out, at_step)
     metrics = available_metrics(runs)
     metric = _chosen_metric(metric, metrics, bootstrap)
     plots = _plot_names(metric)
-    joint = prepare_joint(runs, metric, budget, law_metric)  # the joint law and --budget: refused before writing
+    joint = prepare_joint(
+        runs, metric, budget, law_metric, law_from_step
+    )  # the joint law and --budget: refused before writing
     targets = [out / name for name in (*OUTPUTS, *plots.values(), plot_name(joint)) if name]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
@@ -214,6 +217,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--law-metric", help="eval metric of the joint law (default: val_loss when logged)")
     parser.add_argument(
+        "--law-from-step",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit the joint law to the evaluations at step N or later (leave out the EMA's warm-up, e.g. "
+        "N = 3 / (1 - EMA decay); docs/scaling.md)",
+    )
+    parser.add_argument(
         "--wandb",
         default="true",
         choices=("true", "false"),
@@ -240,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             args.budget,
             args.law_metric,
             args.wandb == "true",
+            args.law_from_step,
         )
     st = result["status"]
     print(

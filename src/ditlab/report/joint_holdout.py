@@ -18,12 +18,14 @@ from ditlab.report.fits import PowerLawFit
 from ditlab.report.law import JointLaw, fit_joint_law
 
 
-def joint_holdout(runs: list[Run], held_out: list[Run], law_metric: str, sweep_metric: str | None) -> dict[str, Any]:
+def joint_holdout(
+    runs: list[Run], held_out: list[Run], law_metric: str, sweep_metric: str | None, from_step: int = 0
+) -> dict[str, Any]:
     """Fit runs, held-out runs, the law fitted without them and one prediction row per held-out run; or
     ``{"refused": reason}`` when the fit runs do not pin the law down."""
     held = {r.name for r in held_out}
     fit_runs = [r for r in runs if r.name not in held]
-    G, D, L, names = law_points(fit_runs, law_metric)
+    G, D, L, names = law_points(fit_runs, law_metric, from_step)
     law = fit_joint_law(G, D, L, runs=names)
     out: dict[str, Any] = {"fit_runs": sorted(set(names)), "held_out": [r.name for r in held_out]}
     if not isinstance(law, JointLaw):

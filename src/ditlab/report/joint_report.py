@@ -13,7 +13,7 @@ from ditlab.report.joint_holdout import holdout_console, holdout_markdown, joint
 
 
 def prepare_joint(
-    runs: list[Run], sweep_metric: str | None, budget: float | None, law_metric: str | None
+    runs: list[Run], sweep_metric: str | None, budget: float | None, law_metric: str | None, from_step: int = 0
 ) -> dict[str, Any] | None:
     """The joint study, or None when there is nothing to fit. Asked for (``budget=`` or ``law_metric=``),
     bad input raises; fitted by default (the runs logged val_loss), a refusal is recorded instead."""
@@ -27,7 +27,7 @@ def prepare_joint(
             )
         return None
     try:
-        return joint_study(runs, metric, budget, sweep_metric)
+        return joint_study(runs, metric, budget, sweep_metric, from_step)
     except DitlabError as e:
         if asked:
             raise
@@ -37,7 +37,7 @@ def prepare_joint(
 def add_holdout(joint: dict[str, Any] | None, runs: list[Run], study: Any) -> None:
     """With ``holdout=N`` and a fitted law: the law refitted without the study's held-out runs predicts them."""
     if joint and "refused" not in joint and study is not None and study.held_out:
-        joint["holdout"] = joint_holdout(runs, study.held_out, joint["metric"], study.metric)
+        joint["holdout"] = joint_holdout(runs, study.held_out, joint["metric"], study.metric, joint["from_step"])
 
 
 def plot_name(joint: dict[str, Any] | None) -> str | None:
@@ -66,7 +66,9 @@ def joint_markdown(joint: dict[str, Any] | None) -> str:
     f, alloc = joint["fit"], joint["allocation"]
     lines += [
         f"`{metric} = E + A·G^−α + B·D^−β` (G: forward Gflops per image, D: images seen), fitted over "
-        f"{f['n']} evaluations of {len(joint['runs'])} runs by variable projection and a Huber fit on log "
+        f"{f['n']} evaluations"
+        + (f" (from step {joint['from_step']})" if joint.get("from_step") else "")
+        + f" of {len(joint['runs'])} runs by variable projection and a Huber fit on log "
         f"{metric} (Hoffmann et al. 2022 approach 3; arXiv 2603.22339).",
         "",
         "| parameter | value | 95 % interval |",
