@@ -8,8 +8,8 @@ compute axis: C = 3 · Gflops · images, :func:`ditlab.report.collect.training_c
 * the nearest size × patch among ``conf/model`` presets, counted with ditlab's own accounting
   (``ditlab-flops``'s :func:`count_composition`, meta device) at the sweep's latent shape;
 * its steps at the sweep's global batch and its predicted loss (95 % interval for one new run);
-* the predicted sweep metric (e.g. ``fd_digits``) through ``metric = k · loss^m`` fitted over the
-  evaluations that have both.
+* the predicted sweep metric (e.g. ``fd_digits``) through ``metric = k · loss^m`` fitted over each
+  run's final evaluation that has both.
 
 Bad input (too few points or distinct sizes/lengths, a budget the sweep cannot vouch for, runs
 without the metric) raises :class:`DitlabError` before anything is written.

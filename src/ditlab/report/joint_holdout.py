@@ -4,7 +4,7 @@ The held-out runs are the report's (the N with the most training compute, :func:
 law ``L(G, D) = E + A·G^−α + B·D^−β`` is fitted to every evaluation of the law metric of the other
 runs; each held-out run's final value is predicted at its (G, D) with the law's 95 % interval for one
 new run. The sweep metric (e.g. ``fd_digits``) is predicted through ``metric = k · loss^m`` fitted on
-the fit runs' evaluations that logged both (:func:`ditlab.report.budget.metric_map`); its interval
+the fit runs' final evaluations that logged both (:func:`ditlab.report.budget.metric_map`); its interval
 spans the map's new-run intervals at both ends of the loss interval, as ``budget=`` does.
 """
 
@@ -92,8 +92,8 @@ def holdout_markdown(h: dict[str, Any] | None, law_metric: str) -> list[str]:
     m = h.get("metric_map")
     if m and "refused" not in m:
         lines[-1] += (
-            f" `{m['metric']} = {m['a']:.4g} · {law_metric}^{m['b']:.3g}` over the fit runs' evaluations that "
-            f"have both (n = {m['n']})."
+            f" `{m['metric']} = {m['a']:.4g} · {law_metric}^{m['b']:.3g}` over the fit runs' final evaluations "
+            f"that have both (n = {m['n']})."
         )
     elif m:
         lines[-1] += f" No {m.get('metric', 'metric')} prediction: {m['refused']}."
