@@ -67,19 +67,12 @@ def load_checkpoint_val_loss(path: str | Path, given: Any, plugins: tuple[str, .
     """Read the checkpoint at ``path`` (a ``.ckpt`` or a run directory) and build what its val_loss needs;
     ``given``: the command line's ``eval.val_loss`` (null: the checkpoint's own, else the default)."""
     from ditlab.build import build_data, build_encoder, build_objective
-    from ditlab.checkpoints.checkpoint_file import is_ditlab_checkpoint, read_checkpoint
-    from ditlab.checkpoints.stored_config import stored_config
     from ditlab.models.official import model_from_ditlab_checkpoint
-    from ditlab.tools.sample_source import resolve_checkpoint
+    from ditlab.tools.sample_source import read_run_checkpoint
 
-    ckpt_path = resolve_checkpoint(path)
-    ckpt = read_checkpoint(ckpt_path)
-    if not is_ditlab_checkpoint(ckpt):
-        raise DitlabError(
-            f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata): val_loss needs the run's objective "
-            "and data, which only a ditlab training checkpoint records"
-        )
-    cfg = stored_config(ckpt, str(ckpt_path), trusted_modules=plugins)  # data: no imports, no ${oc.env:...}
+    ckpt_path, ckpt, cfg = read_run_checkpoint(
+        path, plugins, ": val_loss needs the run's objective and data, which only a ditlab training checkpoint records"
+    )
     options, options_from = val_loss_settings(given, cfg)
     data = build_data(cfg.data)
     # As ditlab-train: the encoder (its resolved description: the scaling factor it trained with), adapted

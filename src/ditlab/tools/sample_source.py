@@ -52,21 +52,30 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
+def read_run_checkpoint(
+    path: str | Path, plugins: tuple[str, ...], not_ditlab: str
+) -> tuple[Path, dict[str, Any], DictConfig]:
+    """(file, checkpoint, stored config) of a ditlab training checkpoint (or run directory), read with
+    weights only and checked; ``not_ditlab``: what to tell a user who passed another kind of file."""
+    ckpt_path = resolve_checkpoint(path)
+    ckpt = read_checkpoint(ckpt_path)
+    if not is_ditlab_checkpoint(ckpt):
+        raise DitlabError(f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata){not_ditlab}")
+    return ckpt_path, ckpt, stored_config(ckpt, str(ckpt_path), trusted_modules=plugins)  # data: no imports
+
+
 def load_ditlab(
     path: str | Path, weights: str = "ema", encoder_cfg: DictConfig | None = None, plugins: tuple[str, ...] = ()
 ) -> SampleSource:
     """``plugins``: modules the checkpoint's config may name (the user's word; see ditlab.checkpoints.stored_config)."""
     if weights not in WEIGHTS:
         raise DitlabError(f"weights must be one of {WEIGHTS}, got '{weights}'")
-    ckpt_path = resolve_checkpoint(path)
-    ckpt = read_checkpoint(ckpt_path)
-    if not is_ditlab_checkpoint(ckpt):
-        raise DitlabError(
-            f"{ckpt_path} is not a ditlab checkpoint (no 'ditlab' metadata); for an official DiT "
-            "state dict use official=<path> name=DiT-XL/2 image_size=256 encoder=sd_vae"
-        )
+    ckpt_path, ckpt, cfg = read_run_checkpoint(
+        path,
+        plugins,
+        "; for an official DiT state dict use official=<path> name=DiT-XL/2 image_size=256 encoder=sd_vae",
+    )
     meta = ckpt["ditlab"]
-    cfg = stored_config(ckpt, str(ckpt_path), trusted_modules=plugins)  # data: no imports, no ${oc.env:...}
     objective = build_objective(cfg.objective)
     # The run's own encoder, rebuilt from its recorded (resolved) description so the scaling factor is
     # the one it trained with, unless the command line picks one (e.g. another decoder of the same VAE).
