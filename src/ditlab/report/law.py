@@ -89,7 +89,9 @@ class JointLaw:
         Without run offsets: t on n − 5 degrees of freedom. With them the variance is a sum of the
         within-run and between-run mean squares, weighted per quantity: Satterthwaite (1946,
         *Biometrics Bulletin* 2:110) gives each its degrees of freedom, so a quantity the evaluations
-        within a run pin down (β) gets nearly n − runs, one the runs pin down (α) nearly runs − 3.
+        within a run pin down (β) gets nearly n − runs, one the runs pin down (α) nearly runs − 3;
+        rounded down to an integer (as for Welch's test): with 3 to 4 degrees of freedom the fraction
+        matters (t quantile 3.18 at 3, 2.98 at 3.4), and unrounded intervals for L_opt covered 91–93 %.
         """
         from scipy.stats import t as student_t
 
@@ -99,7 +101,7 @@ class JointLaw:
             parts = [ms * (float(grad @ M @ grad) + (share if new_run else 0.0)) for ms, M, share, _ in self.components]
             var = sum(parts)
             denom = sum(w**2 / nu for w, (_, _, _, nu) in zip(parts, self.components))
-            dof = var**2 / denom if denom > 0 else float(self.dof)
+            dof = math.floor(var**2 / denom) if denom > 0 else float(self.dof)  # rounded down, as usual
         return float(student_t.ppf(0.5 + level / 2, max(dof, 1.0))) * math.sqrt(max(var, 0.0))
 
     def param_interval(self, name: str, level: float = 0.95) -> tuple[float, float] | None:
@@ -153,7 +155,8 @@ class JointLaw:
             "huber_delta_log": self.huber,
             "flags": list(self.flags),
             "interval_method": "Huber sandwich covariance with run offsets, Wald/delta method, t quantiles on "
-            "n - 5 degrees of freedom (where runs are offset: Satterthwaite's, between runs - 3 and n - runs - 2)",
+            "n - 5 degrees of freedom (where runs are offset: Satterthwaite's, rounded down, between runs - 3 and "
+            "n - runs - 2)",
         }
 
 
