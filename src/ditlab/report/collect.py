@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ditlab.errors import DitlabError
+from ditlab.training.compute import training_compute as training_compute  # re-exported: the report's C
 
 # A failed sweep job's record (written by ditlab.sweep.jobs.record_failure), used instead of summary.json
 # when a finished summary is already there. Named here, with the other files a run folder is read by, so
@@ -24,12 +25,6 @@ from ditlab.errors import DitlabError
 FAILURE_FILE = "failure.json"
 STARTED_MARKERS = ("config.yaml", "overrides.txt", "checkpoints", "cli.log")  # cli.log: Hydra's job log
 SKIP_DIRS = {"report", "wandb", ".submitit", "logs", "eval", "tensorboard", "checkpoints"}
-
-
-def training_compute(gflops: float, images_seen: float) -> float:
-    """Training compute in Gflops, the paper's convention (Figure 9): forward Gflops × 3 (forward plus a
-    backward pass of twice its cost) × images seen. The report's one place for it."""
-    return 3 * gflops * images_seen
 
 
 @dataclass

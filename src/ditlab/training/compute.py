@@ -17,6 +17,13 @@ from typing import Any
 from ditlab.errors import DitlabError
 
 
+def training_compute(gflops: float, images_seen: float) -> float:
+    """Training compute in Gflops, the paper's convention (Figure 9): forward Gflops x 3 (forward plus a
+    backward pass of twice its cost) x images seen. ditlab's one place for it (summary.json, the plans
+    here, ditlab-report)."""
+    return 3 * gflops * images_seen
+
+
 @dataclass(frozen=True)
 class ComputePlan:
     gflops: float  # forward GMACs per image (the run's summary `gflops`)
@@ -28,7 +35,7 @@ class ComputePlan:
 
     @property
     def step_gflops(self) -> float:
-        return 3 * self.gflops * self.images_per_step
+        return training_compute(self.gflops, self.images_per_step)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "step_gflops": self.step_gflops}
@@ -36,7 +43,7 @@ class ComputePlan:
 
 def nearest_step(compute: float, gflops: float, images_per_step: int) -> int:
     """The step whose cumulative compute is nearest ``compute`` (Gflops)."""
-    return int(math.floor(compute / (3 * gflops * images_per_step) + 0.5))
+    return int(math.floor(compute / training_compute(gflops, images_per_step) + 0.5))
 
 
 def compute_steps(interval: float, gflops: float, images_per_step: int, max_steps: int) -> tuple[int, ...]:
@@ -60,7 +67,7 @@ def plan_compute(
         return None
     if not gflops or gflops <= 0:
         raise DitlabError(f"compute.* needs the model's Gflops, but {model} reports {gflops}")
-    step = 3 * gflops * images_per_step
+    step = training_compute(gflops, images_per_step)
     for key, value in (
         ("budget_gflops", budget),
         ("eval_every_gflops", eval_every),

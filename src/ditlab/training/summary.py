@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from ditlab.atomic import replace_atomically
 from ditlab.provenance import git_commit, package_versions
+from ditlab.training.compute import training_compute
 from ditlab.training.throughput import TrainingThroughput
 
 if TYPE_CHECKING:  # the record it reads
@@ -43,7 +44,7 @@ def build_summary(
         "data": run.data.describe(),
         "steps": steps,
         "images_seen": images_seen,
-        "train_compute_gflops": run.stats["gflops"] * 3 * images_seen,
+        "train_compute_gflops": training_compute(run.stats["gflops"], images_seen),
         "final_loss": _metric(trainer, "train/loss"),
         "fit_seconds": round(fit_seconds, 2),
         "sample_seconds": round(sample_seconds, 2),
