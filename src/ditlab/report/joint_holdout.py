@@ -15,6 +15,7 @@ from typing import Any
 from ditlab.report.budget import law_points, metric_map
 from ditlab.report.collect import Run
 from ditlab.report.fits import PowerLawFit
+from ditlab.report.labels import interval_text
 from ditlab.report.law import JointLaw, fit_joint_law
 
 
@@ -85,7 +86,7 @@ def holdout_markdown(h: dict[str, Any] | None, law_metric: str) -> list[str]:
     f = h["fit"]
     lines += [
         f"Fitted on {f['n']} evaluations of {', '.join(f'`{n}`' for n in h['fit_runs'])}: E = {f['E']:.3g}, "
-        f"α = {f['alpha']:.3g} {_ci(f['ci']['alpha'])}, β = {f['beta']:.3g} {_ci(f['ci']['beta'])}, scatter of "
+        f"α = {f['alpha']:.3g} {interval_text(f['ci']['alpha'])}, β = {f['beta']:.3g} {interval_text(f['ci']['beta'])}, scatter of "
         f"log {law_metric} {f['scatter_log']:.2g} ({f['dof']} degrees of freedom)."
         + "".join(f" **{flag}.**" for flag in f["flags"]),
     ]
@@ -107,7 +108,7 @@ def holdout_markdown(h: dict[str, Any] | None, law_metric: str) -> list[str]:
             inside = "—" if s["inside"] is None else ("yes" if s["inside"] else "no")
             lines.append(
                 f"| {row.get('model') or row['run']} | {row['gflops']:.3g} | {row['step']} | {metric} | {s['actual']:.4g} | "
-                f"{s['predicted']:.4g} {_ci(s['ci95'])} | {s['rel_error']:+.1%} | {inside} |"
+                f"{s['predicted']:.4g} {interval_text(s['ci95'])} | {s['rel_error']:+.1%} | {inside} |"
             )
     return lines + [""]
 
@@ -126,7 +127,3 @@ def holdout_console(h: dict[str, Any] | None) -> list[str]:
         ]
         out.append(f"joint law, held out {row.get('model') or row['run']}: " + "; ".join(parts))
     return out
-
-
-def _ci(ci: Any) -> str:
-    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "(no interval)"

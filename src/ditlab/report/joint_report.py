@@ -10,6 +10,7 @@ from ditlab.errors import DitlabError
 from ditlab.report.budget import joint_study, law_metric_for, law_points
 from ditlab.report.collect import Run
 from ditlab.report.joint_holdout import holdout_console, holdout_markdown, joint_holdout
+from ditlab.report.labels import interval_text
 
 
 def prepare_joint(
@@ -73,10 +74,10 @@ def joint_markdown(joint: dict[str, Any] | None) -> str:
         "",
         "| parameter | value | 95 % interval |",
         "|---|---|---|",
-        f"| E (irreducible) | {f['E']:.4g} | {_ci(f['ci']['E'])} |",
-        f"| α (size exponent) | {f['alpha']:.3f} | {_ci(f['ci']['alpha'])} |",
-        f"| β (data exponent) | {f['beta']:.3f} | {_ci(f['ci']['beta'])} |",
-        f"| a = β/(α+β): G_opt ∝ C^a, D_opt ∝ C^(1−a) | {alloc['a']:.3f} | {_ci(alloc['a_ci'])} |",
+        f"| E (irreducible) | {f['E']:.4g} | {interval_text(f['ci']['E'])} |",
+        f"| α (size exponent) | {f['alpha']:.3f} | {interval_text(f['ci']['alpha'])} |",
+        f"| β (data exponent) | {f['beta']:.3f} | {interval_text(f['ci']['beta'])} |",
+        f"| a = β/(α+β): G_opt ∝ C^a, D_opt ∝ C^(1−a) | {alloc['a']:.3f} | {interval_text(alloc['a_ci'])} |",
         "",
         f"A = {f['A_G']:.4g}, B = {f['B_D']:.4g}; RMSE of log {metric} {f['rmse_log']:.3g}, scatter of a new "
         f"run {f['scatter_log']:.3g}, {f['dof']} degrees of freedom. Compute: {alloc['compute_convention']}. "
@@ -91,16 +92,16 @@ def joint_markdown(joint: dict[str, Any] | None) -> str:
             f"### Budget C = {budget['budget_gflops']:.4g} training Gflops (×{budget['extrapolation']:.3g} the "
             "sweep's largest)",
             "",
-            f"- Compute-optimal: G = {budget['G_opt']:.4g} Gflops/image {_ci(budget['G_opt_ci'])}, "
-            f"D = {budget['D_opt']:.4g} images, {metric} = {budget['L_opt']:.4g} {_ci(budget['L_opt_ci'])}.",
+            f"- Compute-optimal: G = {budget['G_opt']:.4g} Gflops/image {interval_text(budget['G_opt_ci'])}, "
+            f"D = {budget['D_opt']:.4g} images, {metric} = {budget['L_opt']:.4g} {interval_text(budget['L_opt_ci'])}.",
         ]
         p = budget.get("preset")
         if p:
             extra = [k for k in p if k.endswith("_ci") and k != "loss_ci"]
-            metric_txt = "".join(f"; {k[:-3]} {p[k[:-3]]:.4g} {_ci(p[k])}" for k in extra)
+            metric_txt = "".join(f"; {k[:-3]} {p[k[:-3]]:.4g} {interval_text(p[k])}" for k in extra)
             lines.append(
                 f"- Nearest preset: **{p['model']}** ({p['gflops']:.4g} Gflops/image): {p['steps']} steps at batch "
-                f"{p['batch']} ({p['images']:.4g} images); predicted {metric} {p['loss']:.4g} {_ci(p['loss_ci'])} "
+                f"{p['batch']} ({p['images']:.4g} images); predicted {metric} {p['loss']:.4g} {interval_text(p['loss_ci'])} "
                 f"(one new run){metric_txt}."
             )
         elif budget.get("preset_note"):
@@ -119,21 +120,17 @@ def joint_console(joint: dict[str, Any] | None) -> list[str]:
         return [f"joint law of {joint['metric']}: {joint['refused']}"]
     f, alloc = joint["fit"], joint["allocation"]
     out = [
-        f"joint law of {joint['metric']}: E = {f['E']:.4g}, alpha = {f['alpha']:.3f} {_ci(f['ci']['alpha'])}, "
-        f"beta = {f['beta']:.3f} {_ci(f['ci']['beta'])}; a = {alloc['a']:.3f} {_ci(alloc['a_ci'])} (95%), n = {f['n']}"
+        f"joint law of {joint['metric']}: E = {f['E']:.4g}, alpha = {f['alpha']:.3f} {interval_text(f['ci']['alpha'])}, "
+        f"beta = {f['beta']:.3f} {interval_text(f['ci']['beta'])}; a = {alloc['a']:.3f} {interval_text(alloc['a_ci'])} (95%), n = {f['n']}"
     ]
     p = (joint.get("budget") or {}).get("preset")
     if p:
         out.append(
             f"budget {joint['budget']['budget_gflops']:.4g} Gflops: G_opt {joint['budget']['G_opt']:.4g}; "
             f"train {p['model']} for {p['steps']} steps at batch {p['batch']}: "
-            f"{joint['metric']} {p['loss']:.4g} {_ci(p['loss_ci'])}"
+            f"{joint['metric']} {p['loss']:.4g} {interval_text(p['loss_ci'])}"
         )
     elif joint.get("budget"):
         b = joint["budget"]
         out.append(f"budget {b['budget_gflops']:.4g} Gflops: G_opt {b['G_opt']:.4g}, D_opt {b['D_opt']:.4g} images")
     return out + holdout_console(joint.get("holdout"))
-
-
-def _ci(ci: Any) -> str:
-    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "(no interval)"

@@ -20,6 +20,11 @@ def power_term(a: float, b: float, x: str = "x") -> str:
     return f"{a:.4g} · {x}^{b:.4f}" if abs(b) < 0.01 else f"{a:.4g} · {x}^{b:.3f}"
 
 
+def interval_text(ci: Any, digits: int = 4) -> str:
+    """``[lo, hi]`` of an interval (``digits`` significant digits), or ``(no interval)`` when there is none."""
+    return f"[{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]" if ci else "(no interval)"
+
+
 def experiment_name(root: Path, runs: list[Any]) -> str:
     """What the report's titles call the runs under ``root``: the ``experiment=`` recipe every run was
     launched with; else the options swept between the runs (``model x model.patch_size``); else the

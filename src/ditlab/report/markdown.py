@@ -7,6 +7,7 @@ from typing import Any
 
 from ditlab.report.collect import Run
 from ditlab.report.fits import PowerLawFit
+from ditlab.report.labels import interval_text
 from ditlab.report.predict import FITS, Study
 
 
@@ -95,8 +96,8 @@ def fits_section(study: Study) -> list[str]:
     ]
     for kind, fit in study.fits.items():
         if isinstance(fit, PowerLawFit):
-            ci_b = _ci(fit.ci.get("b"))
-            ci_e = f"{fit.e:.4g} {_ci(fit.ci.get('e'))}" if fit.form == "irreducible" else "—"
+            ci_b = interval_text(fit.ci.get("b"), digits=3)
+            ci_e = f"{fit.e:.4g} {interval_text(fit.ci.get('e'), digits=3)}" if fit.form == "irreducible" else "—"
             lines.append(
                 f"| {FITS[kind]} | {fit.formula(study.metric, 'x')} | {fit.b:.3f} {ci_b} | {ci_e} | "
                 f"{fmt(fit.r2_log)} | {fit.n} | {'; '.join(fit.flags)} |"
@@ -122,7 +123,7 @@ def predictions_section(study: Study) -> list[str]:
             p = row["fit"][k]
             inside = "" if p["inside"] is None else (" ✓" if p["inside"] else " ✗")
             cells.append(
-                f"{p['predicted']:.4g} {_ci((p['lo'], p['hi']) if p['lo'] is not None else None)}, "
+                f"{p['predicted']:.4g} {interval_text((p['lo'], p['hi']) if p['lo'] is not None else None, digits=3)}, "
                 f"{100 * p['rel_error']:+.0f} %{inside} (x{p['extrapolation']:.2g})"
             )
         lines.append(
@@ -153,10 +154,6 @@ def frontier_section(study: Study) -> list[str]:
             f"| {o['best']:.4g} |"
         )
     return lines + [""]
-
-
-def _ci(ci: tuple[float, float] | list[float] | None) -> str:
-    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "(no interval)"
 
 
 def fmt(v: Any) -> str:
