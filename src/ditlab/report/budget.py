@@ -27,7 +27,7 @@ import numpy as np
 from ditlab.errors import DitlabError
 from ditlab.report.collect import Run, training_compute
 from ditlab.report.fits import PowerLawFit, fit_scaling
-from ditlab.report.law import JointLaw, fit_joint_law
+from ditlab.report.law import JointLaw, fit_joint_law, interval_list
 
 DEFAULT_LAW_METRIC = "val_loss"
 MAX_EXTRAPOLATION = 100.0  # a budget above 100x the sweep's largest training compute is refused
@@ -159,10 +159,10 @@ def recommend(
         "budget_gflops": budget,
         "extrapolation": budget / float(compute.max()),
         "G_opt": g_opt,
-        "G_opt_ci": _ci(law.log_interval(lambda p: law.optimum(budget, p)[0])),
+        "G_opt_ci": interval_list(law.log_interval(lambda p: law.optimum(budget, p)[0])),
         "D_opt": d_opt,
         "L_opt": l_opt,
-        "L_opt_ci": _ci(law.log_interval(lambda p: law.optimum(budget, p)[2])),
+        "L_opt_ci": interval_list(law.log_interval(lambda p: law.optimum(budget, p)[2])),
     }
     batch = sweep_batch(runs)
     presets = preset_gflops(runs)
@@ -179,7 +179,7 @@ def recommend(
         "steps": round(images / batch) if batch else None,
         "batch": batch,
         "loss": loss,
-        "loss_ci": _ci(law.loss_interval(gflops, images, new_run=True)),
+        "loss_ci": interval_list(law.loss_interval(gflops, images, new_run=True)),
     }
     out["presets_counted"] = dict(sorted(presets.items(), key=lambda kv: kv[1]))
     if isinstance(loss_map, PowerLawFit) and out["preset"]["loss_ci"]:
@@ -257,7 +257,3 @@ def _latent_shape(cfg: Any, summary: dict[str, Any]) -> tuple[int, int, bool] | 
             ):
                 return side, channels, learn_sigma
     return None
-
-
-def _ci(v: tuple[float, float] | None) -> list[float] | None:
-    return [float(v[0]), float(v[1])] if v else None

@@ -16,7 +16,7 @@ from ditlab.report.budget import law_points, metric_map
 from ditlab.report.collect import Run
 from ditlab.report.fits import PowerLawFit
 from ditlab.report.labels import interval_text
-from ditlab.report.law import JointLaw, fit_joint_law
+from ditlab.report.law import JointLaw, fit_joint_law, interval_list
 
 
 def joint_holdout(
@@ -67,7 +67,7 @@ def _final_row(run: Run) -> dict[str, Any]:
 
 
 def _score(actual: Any, predicted: float, ci: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"predicted": predicted, "ci95": [float(ci[0]), float(ci[1])] if ci else None}
+    out: dict[str, Any] = {"predicted": predicted, "ci95": interval_list(ci)}
     if isinstance(actual, (int, float)) and actual:
         out.update(
             actual=float(actual),

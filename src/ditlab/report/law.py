@@ -135,9 +135,6 @@ class JointLaw:
         return self.log_interval(lambda p: float(self.predict(G, D, p)), level, new_run)
 
     def as_dict(self) -> dict[str, Any]:
-        def ci(v: tuple[float, float] | None) -> list[float] | None:
-            return list(v) if v else None
-
         return {
             "law": "L(G, D) = E + A_G * G^-alpha + B_D * D^-beta (G: forward Gflops/image, D: images seen)",
             "E": self.E,
@@ -145,9 +142,9 @@ class JointLaw:
             "B_D": self.B * self.d0**self.beta,
             "alpha": self.alpha,
             "beta": self.beta,
-            "ci": {k: ci(self.param_interval(k)) for k in ("E", "alpha", "beta")},
+            "ci": {k: interval_list(self.param_interval(k)) for k in ("E", "alpha", "beta")},
             "a": self.a,
-            "a_ci": ci(self.a_interval()),
+            "a_ci": interval_list(self.a_interval()),
             "n": self.n,
             "dof": self.dof,
             "rmse_log": self.rmse_log,
@@ -158,6 +155,11 @@ class JointLaw:
             "n - 5 degrees of freedom (where runs are offset: Satterthwaite's, rounded down, between runs - 3 and "
             "n - runs - 2)",
         }
+
+
+def interval_list(v: tuple[float, float] | None) -> list[float] | None:
+    """An interval as JSON's [lo, hi] of plain floats; None when there is none."""
+    return [float(v[0]), float(v[1])] if v else None
 
 
 def fit_joint_law(G: Any, D: Any, L: Any, runs: Any = None) -> JointLaw | str:
