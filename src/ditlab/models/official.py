@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 # Reading and checking checkpoint files lives with the rest of the checkpoint code (ditlab/checkpoints/);
 # these names stay importable from here, where ditlab-sample and users' scripts have found them.
@@ -118,11 +119,14 @@ def model_from_ditlab_checkpoint(
     use_ema: bool = True,
     source: str = "checkpoint",
     plugins: tuple[str, ...] = (),
+    cfg: DictConfig | None = None,
     **model_overrides: Any,
 ) -> DiT:
-    """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights."""
+    """Rebuild a ditlab run's model (any block) from its checkpoint config and load its weights;
+    ``cfg``: that config where the caller has read and checked it already (else read here)."""
     meta = ckpt["ditlab"]
-    cfg = stored_config(ckpt, source, trusted_modules=plugins)
+    if cfg is None:
+        cfg = stored_config(ckpt, source, trusted_modules=plugins)
     sd = extract_state_dict(ckpt, use_ema=use_ema, source=source)
     proj = sd["x_embedder.proj.weight"]  # (D, C, p, p)
     p = proj.shape[-1]

@@ -79,7 +79,7 @@ def load_checkpoint_val_loss(path: str | Path, given: Any, plugins: tuple[str, .
     # to the data (a latent cache checks it against its manifest and reads the cached posteriors).
     encoder = data.adapt_encoder(build_encoder(ckpt["ditlab"].get("encoder", cfg.encoder)))
     objective = build_objective(cfg.objective)
-    model = model_from_ditlab_checkpoint(ckpt, use_ema=True, source=str(ckpt_path), plugins=plugins)
+    model = model_from_ditlab_checkpoint(ckpt, use_ema=True, source=str(ckpt_path), cfg=cfg)  # cfg: checked above
     info = {
         "ckpt": str(ckpt_path.resolve()),
         "run": cfg.get("run_name"),
