@@ -24,13 +24,12 @@ from ditlab.errors import DitlabError, one_line_errors
 from ditlab.inputs import check_new_file, check_writable, read_sample_set
 from ditlab.nets.digits import (
     CACHE_VERSION,  # noqa: F401 -- still read here by callers of ditlab-classify's module
+    NUM_CLASSES,
     DigitsClassifier,
     load_digits_classifier,
     uint8_to_input,
 )
 from ditlab.user_cache import default_cache_dir
-
-NUM_CLASSES = 10
 
 
 def classify_samples(images: np.ndarray, labels: np.ndarray, cache_dir: str | Path) -> dict[str, Any]:
@@ -70,7 +69,7 @@ class DigitsFeatureExtractor(nn.Module):
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.logits = logits
-        self.num_features = 10 if logits else classifier.num_features
+        self.num_features = NUM_CLASSES if logits else classifier.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - 127.5) / 127.5

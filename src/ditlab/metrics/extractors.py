@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ditlab.errors import DitlabError
-from ditlab.nets.digits import CACHE_VERSION, load_digits_classifier
+from ditlab.nets.digits import CACHE_VERSION, NUM_CLASSES, load_digits_classifier
 from ditlab.registry import Registry
 
 # torch-fidelity's port of the TF Inception-v3 used by every published FID.
@@ -127,7 +127,7 @@ def digits_extractor(resolution: int, cache_dir: str | Path) -> Extractor:
     return Extractor(
         name="digits",
         net=_DigitsOutputs(net),
-        outputs={"pool": net.num_features, "logits": 10},
+        outputs={"pool": net.num_features, "logits": NUM_CLASSES},
         rgb=False,
         identity={
             "name": "digits_classifier",

@@ -28,11 +28,12 @@ from ditlab.images import to_uint8
 from ditlab.inputs import load_weights
 
 CACHE_VERSION = 1
+NUM_CLASSES = 10  # the digits 0-9
 log = logging.getLogger("ditlab")
 
 
 class DigitsClassifier(nn.Module):
-    """(N, 1, R, R) in [-1, 1] -> 10 logits; ``features`` gives the 64-d penultimate activations."""
+    """(N, 1, R, R) in [-1, 1] -> 10 logits (``NUM_CLASSES``); ``features`` gives the 64-d penultimate activations."""
 
     num_features = 64
 
@@ -50,7 +51,7 @@ class DigitsClassifier(nn.Module):
             nn.Linear(64 * 16, self.num_features),
             nn.ReLU(),
         )
-        self.head = nn.Linear(self.num_features, 10)
+        self.head = nn.Linear(self.num_features, NUM_CLASSES)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

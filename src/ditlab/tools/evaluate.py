@@ -50,7 +50,6 @@ USAGE = (
     "[key=value ...] (ref= is not needed for the digits metrics), or "
     "ditlab-eval ckpt=RUN_DIR|CKPT eval.metrics=[val_loss] [eval.val_loss.KEY=VALUE ...]"
 )
-CLASSES = {"digits": 10}  # classes of the accuracy metrics' classifiers, by extractor
 BUILTIN_DIGITS_REF = "builtin:digits"  # what ``ref`` says in the result when the bundled digits were the reference
 
 
@@ -126,12 +125,14 @@ def requested_metrics(cfg: DictConfig) -> tuple[list[str], bool]:
 def _read_sample_set(cfg: DictConfig, names: list[str]) -> SimpleNamespace:
     """The sample set (images, labels) and whether the bundled digits are the reference, checked."""
     from ditlab.metrics.suite import METRICS
+    from ditlab.nets.digits import NUM_CLASSES  # loaded with METRICS (its digits extractor) already
 
     builtin_ref = OmegaConf.is_missing(cfg, "ref") and all(METRICS.get(m).extractor == "digits" for m in names)
     if OmegaConf.is_missing(cfg, "ref") and not builtin_ref:
         raise DitlabError(f"no ref given (only the digits metrics have a built-in reference); {USAGE}")
     accuracy = [m for m in names if METRICS.get(m).kind == "accuracy"]  # these compare the samples' labels
-    classes = CLASSES.get(METRICS.get(accuracy[0]).extractor) if accuracy else 0
+    # classes of the accuracy metrics' classifier, by extractor (None: a plugin's, unchecked)
+    classes = {"digits": NUM_CLASSES}.get(METRICS.get(accuracy[0]).extractor) if accuracy else 0
     images, labels = load_samples(cfg.samples, classes)
     if not builtin_ref:
         check_npz(cfg.ref, "ref")
