@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ditlab.atomic import replace_atomically
 from ditlab.extras import available
+from ditlab.training.eval_outputs import EVAL_DIR, HISTORY_FILE
 
 log = logging.getLogger("ditlab")
 CURVES_FILE = "curves.png"
@@ -36,7 +37,7 @@ def collect_series(run_dir: Path) -> Series:
                         steps, values = series.setdefault(key, ([], []))
                         steps.append(int(float(row["step"])))
                         values.append(value)
-    path = run_dir / "eval" / "metrics.jsonl"
+    path = run_dir / EVAL_DIR / HISTORY_FILE
     if path.is_file():
         for line in path.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}

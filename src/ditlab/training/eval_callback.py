@@ -35,7 +35,14 @@ from ditlab.metrics.suite import METRICS, MetricSuite, RealSide, check_metric_na
 from ditlab.metrics.val_loss import VAL_LOSS, ValidationLoss, val_loss_options
 from ditlab.progress import bar as progress_bar
 from ditlab.samplers.generate import SampleRecipe, generate
-from ditlab.training.eval_outputs import EVAL_DIR, HISTORY_FILE, logged_scalars, mark_last_row_final, record_evaluation
+from ditlab.training.eval_outputs import (
+    EVAL_DIR,
+    HISTORY_FILE,
+    logged_scalars,
+    mark_last_row_final,
+    metric_values,
+    record_evaluation,
+)
 from ditlab.training.eval_ranks import rank_zero_first, rng_untouched, run_real_stats
 
 PRECISIONS = ("fp32", "bf16")  # of ditlab.devices.AUTOCAST_DTYPES
@@ -341,9 +348,8 @@ class EvalCallback(L.Callback):
         if not self.history:
             return {"metrics": {}}
         last = self.history[-1]
-        values = {k: v for k, v in last.items() if isinstance(v, float) and k != "seconds"}
         return {
-            "metrics": values,
+            "metrics": metric_values(last),
             "metrics_step": last["step"],
             "metrics_recipe": last.get("recipe"),
             "metrics_lower_is_better": {

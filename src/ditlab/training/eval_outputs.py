@@ -24,19 +24,23 @@ HISTORY_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
 
 
+def metric_values(row: dict[str, Any]) -> dict[str, float]:
+    """The metric values of one evaluation's row: its float fields but the time it took."""
+    return {k: v for k, v in row.items() if isinstance(v, float) and k != "seconds"}
+
+
 def logged_scalars(row: dict[str, Any], num_samples: int, guidance_scale: float) -> dict[str, float]:
     """The ``eval/<name>`` values of one evaluation's row, as the loggers and Lightning get them."""
-    scalars = {f"eval/{k}": float(v) for k, v in row.items() if isinstance(v, float) and k != "seconds"}
-    if "recipe" not in row:  # val_loss alone: no samples were drawn
-        return {**scalars, "eval/seconds": float(row["seconds"])}
-    scalars.update(
-        {
-            "eval/nfe": float(row["recipe"]["nfe"]),
-            "eval/num_samples": float(num_samples),
-            "eval/cfg_scale": float(guidance_scale),
-            "eval/seconds": float(row["seconds"]),
-        }
-    )
+    scalars = {f"eval/{k}": float(v) for k, v in metric_values(row).items()}
+    if "recipe" in row:  # samples were drawn (val_loss alone draws none)
+        scalars.update(
+            {
+                "eval/nfe": float(row["recipe"]["nfe"]),
+                "eval/num_samples": float(num_samples),
+                "eval/cfg_scale": float(guidance_scale),
+            }
+        )
+    scalars["eval/seconds"] = float(row["seconds"])
     return scalars
 
 
@@ -61,7 +65,7 @@ def record_evaluation(
             logger.log_image(key="eval/samples", images=[image], step=step, caption=[f"step {step}, EMA, cfg {scale}"])
         elif image is not None and hasattr(getattr(logger, "experiment", None), "add_image"):  # tensorboard
             logger.experiment.add_image("eval/samples", image, step, dataformats="HWC")
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metric_values(row).items())
     drawn = (
         f"{int(eval_cfg.num_samples)} samples, EMA, nfe {row['recipe']['nfe']}"
         if "recipe" in row
