@@ -265,16 +265,15 @@ SCHEMAS: dict[str, dict[str, Rule]] = {
 }
 
 
-def check_config(config_name: str | None, cfg: DictConfig, keys: Sequence[str] | None = None) -> None:
+def check_config(config_name: str | None, cfg: DictConfig) -> None:
     """Refuse, in one line naming the key, the first value of ``cfg`` that its schema does not accept."""
     rules = SCHEMAS.get(config_name or "", {})
-    if keys is None and config_name in SCHEMAS and config_name not in OPTIONAL_MISSING:
+    if config_name in SCHEMAS and config_name not in OPTIONAL_MISSING:
         missing = sorted(_missing_keys(cfg))
         if missing:
             key = missing[0]
             raise DitlabError(f"{key} is not set: pass {REQUIRED_HINTS.get(key, f'{key}=<value>')}")
-    for key in keys if keys is not None else rules:
-        rule = rules[key]
+    for key, rule in rules.items():
         try:
             value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
             if isinstance(value, (DictConfig, ListConfig)):
