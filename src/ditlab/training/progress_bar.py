@@ -17,6 +17,11 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from ditlab import progress
 
 
+def _per_epoch(trainer: Any) -> bool:
+    """No step limit (``max_steps=-1``): Lightning's own per-epoch bar."""
+    return int(trainer.max_steps or -1) <= 0
+
+
 class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, counting ``trainer.global_step`` against ``trainer.max_steps``.
 
@@ -25,8 +30,7 @@ class StepProgressBar(TQDMProgressBar):
     _log_file = False  # the bar writes to a file (a line per draw), not a terminal: set by init_train_tqdm
 
     def init_train_tqdm(self) -> Tqdm:
-        steps = int(self.trainer.max_steps or -1)
-        if steps <= 0:
+        if _per_epoch(self.trainer):
             return super().init_train_tqdm()
         log_file = not progress.is_terminal(sys.stdout)  # plain lines, at most every LOG_INTERVAL_S
         self._log_file = log_file
@@ -40,13 +44,13 @@ class StepProgressBar(TQDMProgressBar):
             mininterval=progress.LOG_INTERVAL_S if log_file else 0.1,
             smoothing=0,
             bar_format=self.BAR_FORMAT,
-            total=steps,
+            total=int(self.trainer.max_steps),
             initial=int(self.trainer.global_step),  # a resume continues from its checkpoint's step
             unit="step",
         )
 
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
-        if int(trainer.max_steps or -1) <= 0:
+        if _per_epoch(trainer):
             super().on_train_epoch_start(trainer, *args)
             return
         if self._leave:  # Lightning's leave=True: a bar per epoch
@@ -55,7 +59,7 @@ class StepProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_description(f"Training (epoch {trainer.current_epoch})", refresh=False)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if int(trainer.max_steps or -1) <= 0:
+        if _per_epoch(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         bar, step = self.train_progress_bar, int(trainer.global_step)
@@ -64,7 +68,7 @@ class StepProgressBar(TQDMProgressBar):
             bar.update(step - bar.n)  # redraws unless drawn less than mininterval ago
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if int(trainer.max_steps or -1) <= 0:
+        if _per_epoch(trainer):
             super().on_train_epoch_end(trainer, pl_module)
             return
         # Lightning redraws here (set_postfix refreshes), right before on_train_end's close() draws the
@@ -79,7 +83,7 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_end(self, trainer: Any, *args: Any) -> None:
         bar = self.train_progress_bar
         drawn = bar is not None and not bar.disable and bar.last_print_n == bar.n
-        if int(trainer.max_steps or -1) > 0 and self._log_file and drawn:
+        if not _per_epoch(trainer) and self._log_file and drawn:
             # The last update already wrote the final step's line (its LOG_INTERVAL_S had passed):
             # close without writing it again (on a terminal, leave=False would erase the bar).
             bar.leave = False
