@@ -49,7 +49,6 @@ class JointLaw:
     g0: float  # geometric mean of G over the points: normalising keeps the fit well conditioned
     d0: float
     n: int
-    dof: int
     scale: float  # robust residual standard deviation of log L (a new run's own scatter)
     huber: float  # Huber threshold on log L used in the fit
     cov: np.ndarray | None  # covariance of (E, A, B, alpha, beta)
@@ -58,6 +57,14 @@ class JointLaw:
     # With run offsets: cov = Σ_k ms_k · M_k over two mean squares (within runs, between runs) and
     # their degrees of freedom, so each quantity gets its own Satterthwaite degrees of freedom.
     components: list[tuple[float, np.ndarray, float, int]] = field(default_factory=list)  # (ms, M, new-run share, dof)
+
+    @property
+    def dof(self) -> int:
+        """The residual degrees of freedom: n − 5, and with run offsets at most the between-run
+        component's (runs − 3): the runs, not the evaluations, pin down the size axis."""
+        if not self.components:
+            return self.n - len(PARAMS)
+        return max(min(self.n - len(PARAMS), self.components[-1][3]), 1)
 
     @property
     def params(self) -> np.ndarray:
@@ -183,9 +190,9 @@ def fit_joint_law(G: Any, D: Any, L: Any, runs: Any = None) -> JointLaw | str:
     mad = 1.4826 * float(np.median(np.abs(res - np.median(res))))
     huber = max(1.345 * mad, 1e-9)
     p, res = _polish([p, *starts[:2]], g, d, logL, f_scale=huber)
-    law = JointLaw(*p, g0=g0, d0=d0, n=len(L), dof=len(L) - len(PARAMS), scale=0.0, huber=huber, cov=None,
+    law = JointLaw(*p, g0=g0, d0=d0, n=len(L), scale=0.0, huber=huber, cov=None,
                    rmse_log=float(np.sqrt(np.mean(res**2))))  # fmt: skip
-    law.cov, law.scale, law.dof, law.components = _sandwich(p, g, d, res, huber, runs)
+    law.cov, law.scale, law.components = _sandwich(p, g, d, res, huber, runs)
     for name, (lo, hi) in (("alpha", EXPONENT_BOUNDS), ("beta", EXPONENT_BOUNDS)):
         if not lo * 1.01 < getattr(law, name) < hi * 0.99:
             law.flags.append(f"{name} = {getattr(law, name):.3g} at the edge of its search range")
@@ -235,11 +242,9 @@ def _polish(starts: list[np.ndarray], g, d, logL, f_scale: float | None) -> tupl
     return best.x, resid(best.x)
 
 
-def _sandwich(
-    p: np.ndarray, g, d, res: np.ndarray, huber: float, runs: np.ndarray
-) -> tuple[np.ndarray, float, int, list]:
-    """(covariance of the parameters, a new run's scatter, the smallest degrees of freedom, the
-    covariance's mean-square components for :meth:`JointLaw._half_width`).
+def _sandwich(p: np.ndarray, g, d, res: np.ndarray, huber: float, runs: np.ndarray) -> tuple[np.ndarray, float, list]:
+    """(covariance of the parameters, a new run's scatter, the covariance's mean-square components
+    for :meth:`JointLaw._half_width`; empty without run offsets).
 
     Huber's M-estimator sandwich (JᵀJ)⁻¹ Jᵀ Σ J (JᵀJ)⁻¹ on the clipped residuals ψ, with Σ the
     variance-components model of a sweep: every evaluation scatters (σ_e²) and every run is offset as
@@ -264,7 +269,7 @@ def _sandwich(
     s2_total = float((psi**2).sum()) / max(n - k, 1)
     within_dof = n - R - 2  # B and beta vary within a run; E, A and alpha only between runs
     if within_dof <= 0 or R <= 3:  # one evaluation per run, or too few runs: no components
-        return s2_total * np.linalg.pinv(jac.T @ jac), math.sqrt(s2_total), n - k, []
+        return s2_total * np.linalg.pinv(jac.T @ jac), math.sqrt(s2_total), []
     s2_e = float(((psi - means[idx]) ** 2).sum()) / within_dof
     between = float((counts * means**2).sum()) / (R - 3)  # E[between] = m σ_r² + σ_e² (per run)
     m = float(counts.mean())
@@ -279,7 +284,7 @@ def _sandwich(
     components = [(s2_e, m_within, 1 - 1 / m, within_dof), (between, m_between, 1 / m, R - 3)]
     cov = s2_e * m_within + between * m_between
     scale = math.sqrt(max(s2_e * (1 - 1 / m) + between / m, 0.0))
-    return cov, scale, max(min(n - k, R - 3), 1), components
+    return cov, scale, components
 
 
 def _gradient(f: Callable[[np.ndarray], float], p: np.ndarray) -> np.ndarray:
