@@ -19,6 +19,7 @@ from ditlab.objectives.base import OBJECTIVES, ModelFn, Objective
 from ditlab.objectives.gaussian import mean_flat
 from ditlab.objectives.paths import build_path, expand_t_like_x
 from ditlab.objectives.time_sampling import NoiseLevelSampler
+from ditlab.registry import split_name
 
 PREDICTIONS = ("velocity", "noise", "score")
 LOSS_WEIGHTS = (None, "velocity", "likelihood")
@@ -57,9 +58,7 @@ class FlowObjective(Objective):
             )
         self.path = build_path(path, path_module, path_options)
         # the path's own options, whichever spelling named them: what summaries record
-        self.path_options = (
-            {k: v for k, v in path.items() if k not in ("name", "module")} if isinstance(path, Mapping) else {}
-        ) or dict(path_options or {})
+        self.path_options = (split_name(path)[2] if isinstance(path, Mapping) else {}) or dict(path_options or {})
         self.prediction = prediction
         self.loss_weight = loss_weight
         self.noise_levels = NoiseLevelSampler(time_sampling, logit_normal_mean, logit_normal_std, time_shift)
