@@ -21,7 +21,7 @@ import numpy as np
 from ditlab.errors import DitlabError
 
 # torch.save files from torch < 1.6 start with this pickled magic number; they are torch files.
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
 def is_pickle(path: str | Path) -> bool:
@@ -31,7 +31,7 @@ def is_pickle(path: str | Path) -> bool:
     bytes (a safetensors header 640 bytes long begins ``80 02 00``) is not taken for one."""
     with open(path, "rb") as f:
         head = f.read(256)
-    if len(head) < 3 or head[0] != 0x80 or not 2 <= head[1] <= 5 or head.startswith(_LEGACY_TORCH_MAGIC):
+    if len(head) < 3 or head[0] != 0x80 or not 2 <= head[1] <= 5 or head.startswith(LEGACY_TORCH_MAGIC):
         return False
     try:
         for _ in zip(range(3), pickletools.genops(io.BytesIO(head))):

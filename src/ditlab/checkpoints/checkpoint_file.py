@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ditlab.errors import DitlabError
-from ditlab.inputs import is_pickle, python_objects, refused_global, refuses_objects
+from ditlab.inputs import LEGACY_TORCH_MAGIC, is_pickle, python_objects, refused_global, refuses_objects
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -85,14 +85,11 @@ def read_checkpoint(state_dict_or_path: Any) -> Mapping[str, Any]:
     return obj
 
 
-# torch.save writes a zip archive; files from torch < 1.6 start with this pickled magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-
-
 def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive; files from torch < 1.6 start with a pickled magic number."""
     with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_MAGIC))
-    return head == _LEGACY_MAGIC or zipfile.is_zipfile(path)
+        head = f.read(len(LEGACY_TORCH_MAGIC))
+    return head == LEGACY_TORCH_MAGIC or zipfile.is_zipfile(path)
 
 
 def _unreadable(path: Path, why: str) -> str:
