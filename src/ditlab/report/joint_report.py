@@ -51,7 +51,7 @@ def write_joint(joint: dict[str, Any], runs: list[Run], out: Path, title: str) -
     if law is not None:
         from ditlab.report.law_plot import law_plot
 
-        G, D, _, _ = law_points(runs, joint["metric"])
+        G, D, _, _ = law_points(runs, joint["metric"], joint.get("from_step", 0))  # the points the law was fitted to
         if law_plot(law, G, D, joint, out / plot_name(joint), title):
             joint["plot"] = plot_name(joint)
     return joint
