@@ -139,19 +139,17 @@ def train_main() -> None:
     _hydra_entry("train", _train)()
 
 
-def _extract(cfg):
+def _extract(cfg, existed: set[Path]):
     from hydra.core.hydra_config import HydraConfig
 
     from ditlab.cache.extract import extract  # lazy for start-up: --help never loads torch
     from ditlab.checkpoints.run_attempt import leave_no_log_on_error
 
     # Hydra opened <cache_dir>/logs/extract_rank*.log before any check: a refused call takes it back,
-    # and the cache folder too when Hydra created it (never a folder the user had, empty or not).
-    with leave_no_log_on_error(Path(HydraConfig.get().runtime.output_dir), keep=_FOLDERS_BEFORE_HYDRA):
+    # and the cache folder too when Hydra created it (never a folder the user had, empty or not:
+    # ``existed``, the candidate cache folders that existed before Hydra started).
+    with leave_no_log_on_error(Path(HydraConfig.get().runtime.output_dir), keep=existed):
         extract(cfg)
-
-
-_FOLDERS_BEFORE_HYDRA: set[Path] = set()  # the candidate cache folders that existed before Hydra started
 
 
 def extract_main() -> None:
@@ -160,8 +158,8 @@ def extract_main() -> None:
     logging.getLogger("ditlab").setLevel(logging.INFO)
     named = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith(("cache_dir=", "paths.cache_dir="))]
     candidates = [Path(p).expanduser().resolve() for p in [*named, default_cache_dir()] if p]
-    _FOLDERS_BEFORE_HYDRA.update(p for p in candidates if p.exists())
-    _hydra_entry("extract", _extract)()
+    existed = {p for p in candidates if p.exists()}
+    _hydra_entry("extract", lambda cfg: _extract(cfg, existed))()
 
 
 if __name__ == "__main__":  # `python -m ditlab.cli <overrides>` is one ditlab-train run (the torchrun launcher's job)
